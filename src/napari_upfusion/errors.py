@@ -1,0 +1,49 @@
+"""Exceptions with messages meant for people: one sentence saying what is wrong and what to do.
+
+Every layer raises these instead of letting a traceback from deep inside torch,
+SimpleITK or nibabel reach a user; the CLI prints ``str(error)`` and the
+napari widget shows it as a notification.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UPFusionError",
+    "CheckpointError",
+    "WeightsNotFoundError",
+    "PromptError",
+    "InputError",
+    "FusionCancelled",
+]
+
+
+class UPFusionError(Exception):
+    """Base class of every error that napari-upfusion raises on purpose."""
+
+
+class CheckpointError(UPFusionError):
+    """A weights file cannot be read, is unsafe, or does not fit the network.
+
+    ``missing`` and ``unexpected`` list the offending state-dict keys by name.
+    """
+
+    def __init__(self, message: str, missing: list[str] | None = None, unexpected: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.missing = list(missing or [])
+        self.unexpected = list(unexpected or [])
+
+
+class WeightsNotFoundError(UPFusionError):
+    """Weights that are never downloaded silently (the authors' checkpoint, CLIP) are absent."""
+
+
+class PromptError(UPFusionError):
+    """A text prompt cannot be turned into a code for the chosen model."""
+
+
+class InputError(UPFusionError, ValueError):
+    """An input image, volume, layer or file is unusable as given."""
+
+
+class FusionCancelled(UPFusionError):
+    """The user cancelled a fusion; nothing was returned or written."""

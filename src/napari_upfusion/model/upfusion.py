@@ -1,0 +1,185 @@
+"""The UP-Fusion network (Li, Li and Jiang, AAAI 2026, arXiv 2511.12432).
+
+A two-branch Restormer encoder (one branch per modality, shared downsampling
+convolutions), SCPM and GAM on the shallow features, TCPM at all four levels
+to merge the branches under text guidance, and a single Restormer decoder that
+produces a one-channel fused image.  The output is not clamped; callers clamp
+to ``[0, 1]`` as the authors' test script does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import Downsample, Upsample, transformer_stage
+from .modules import GeometricAffineModulation, SemanticChannelPruning, TextChannelPerturbation
+
+__all__ = ["UPFusionConfig", "UPFusion", "luminance"]
+
+#: ITU-R BT.601 luma weights, used by the authors to turn an RGB first input into one channel.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class UPFusionConfig:
+    """Every architectural choice of :class:`UPFusion`.
+
+    The defaults are the paper configuration.  ``text_encoder`` names how
+    prompts become the ``text_dim``-wide code: ``"clip-vit-b-32"`` (OpenAI CLIP
+    text tower, as the authors) or ``"prompt-table"`` (a fixed table of codes
+    stored with the weights, one per entry of ``prompts``).
+    """
+
+    name: str = "paper"
+    dim: int = 48
+    num_blocks: tuple[int, int, int, int] = (4, 6, 6, 8)
+    num_refinement_blocks: int = 4
+    heads: tuple[int, int, int, int] = (1, 2, 4, 8)
+    ffn_expansion_factor: float = 2.66
+    bias: bool = False
+    layernorm_with_bias: bool = True
+    backbone: str = "convnext_base"
+    backbone_input_size: int = 224
+    scpm_keep_ratio: float = 0.7
+    scpm_reduction: int = 8
+    scpm_alpha_init: float = 1.0
+    tcpm_keep_ratio: float = 0.5
+    tcpm_reduction: int = 8
+    attn_topk_ratio: float = 0.9
+    text_dim: int = 512
+    text_encoder: str = "clip-vit-b-32"
+    prompts: tuple[str, ...] = field(default_factory=tuple)
+    pad_multiple: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("num_blocks", "heads", "prompts"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.num_blocks) != 4 or len(self.heads) != 4:
+            raise ValueError("num_blocks and heads need one entry for each of the 4 levels.")
+        for level, heads in enumerate(self.heads):
+            if (self.dim * 2**level) % heads:
+                raise ValueError(f"level {level + 1} has {self.dim * 2**level} channels, not divisible by {heads} heads.")
+        if self.text_encoder not in ("clip-vit-b-32", "prompt-table"):
+            raise ValueError(f"unknown text_encoder {self.text_encoder!r}; use 'clip-vit-b-32' or 'prompt-table'.")
+        if self.text_encoder == "prompt-table" and not self.prompts:
+            raise ValueError("a 'prompt-table' config must list its prompts.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UPFusionConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown UP-Fusion config fields: {', '.join(unknown)}.")
+        return cls(**data)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Y = 0.299 R + 0.587 G + 0.114 B of a ``[B, 3, H, W]`` tensor; one-channel input is returned as is."""
+    if x.shape[1] == 1:
+        return x
+    if x.shape[1] != 3:
+        raise ValueError(f"expected 1 or 3 channels, got {x.shape[1]}.")
+    r, g, b = x.unbind(dim=1)
+    return (LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b).unsqueeze(1)
+
+
+class UPFusion(nn.Module):
+    """UP-Fusion: ``forward(a, b, text_code) -> fused``.
+
+    ``a`` is the anatomical / visible image and ``b`` the functional / infrared
+    one, each ``[B, 1 or 3, H, W]`` in ``[0, 1]`` with ``H`` and ``W``
+    multiples of ``config.pad_multiple``; 3-channel inputs are reduced to
+    luminance.  ``text_code`` is ``[B or 1, text_dim]``.  Returns ``[B, 1, H, W]``.
+
+    For the ``prompt-table`` text encoder the table of codes is the buffer
+    ``prompt_codes`` (``[len(config.prompts), text_dim]``).
+    """
+
+    def __init__(self, config: UPFusionConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or UPFusionConfig()
+        widths = [cfg.dim * 2**level for level in range(4)]
+
+        def stage(level: int, depth: int, width: int | None = None) -> nn.Sequential:
+            return transformer_stage(
+                width or widths[level], depth, cfg.heads[level], cfg.ffn_expansion_factor, cfg.bias, cfg.layernorm_with_bias
+            )
+
+        self.embed_a = nn.Conv2d(1, cfg.dim, 3, padding=1, bias=cfg.bias)
+        self.embed_b = nn.Conv2d(1, cfg.dim, 3, padding=1, bias=cfg.bias)
+        self.scpm = SemanticChannelPruning(
+            cfg.dim,
+            cfg.backbone,
+            keep_ratio=cfg.scpm_keep_ratio,
+            reduction=cfg.scpm_reduction,
+            alpha_init=cfg.scpm_alpha_init,
+            input_size=cfg.backbone_input_size,
+        )
+        self.split = nn.Conv2d(cfg.dim, 2 * cfg.dim, 1)
+        self.gam_a = GeometricAffineModulation(cfg.dim)
+        self.gam_b = GeometricAffineModulation(cfg.dim)
+        self.encoder_a = nn.ModuleList(stage(i, cfg.num_blocks[i]) for i in range(4))
+        self.encoder_b = nn.ModuleList(stage(i, cfg.num_blocks[i]) for i in range(4))
+        self.down = nn.ModuleList(Downsample(widths[i]) for i in range(3))
+        self.tcpm = nn.ModuleList(
+            TextChannelPerturbation(
+                widths[i],
+                cfg.heads[i],
+                cfg.ffn_expansion_factor,
+                cfg.bias,
+                cfg.layernorm_with_bias,
+                text_dim=cfg.text_dim,
+                keep_ratio=cfg.tcpm_keep_ratio,
+                reduction=cfg.tcpm_reduction,
+                attn_topk_ratio=cfg.attn_topk_ratio,
+            )
+            for i in range(4)
+        )
+        # Decoder, deepest first: level 4 -> 3 -> 2 -> 1.
+        self.up = nn.ModuleList(Upsample(widths[i]) for i in (3, 2, 1))
+        self.reduce = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1, bias=cfg.bias) for i in (2, 1))
+        self.decoder = nn.ModuleList(
+            [stage(2, cfg.num_blocks[2]), stage(1, cfg.num_blocks[1]), stage(0, cfg.num_blocks[0], widths[1])]
+        )
+        self.refinement = stage(0, cfg.num_refinement_blocks, widths[1])
+        self.output = nn.Conv2d(widths[1], 1, 3, padding=1, bias=cfg.bias)
+        if cfg.text_encoder == "prompt-table":
+            self.register_buffer("prompt_codes", torch.zeros(len(cfg.prompts), cfg.text_dim))
+
+    def encode(self, a: torch.Tensor, b: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Shallow features through SCPM and GAM, then both encoder branches; four levels each."""
+        raw_a, raw_b = self.embed_a(luminance(a)), self.embed_b(luminance(b))
+        shared = self.split(self.scpm((raw_a + raw_b) / 2))
+        half_a, half_b = shared.chunk(2, dim=1)
+        x_a, x_b = self.gam_a(half_a, raw_a), self.gam_b(half_b, raw_b)
+        feats_a, feats_b = [], []
+        for level in range(4):
+            if level:
+                x_a, x_b = self.down[level - 1](x_a), self.down[level - 1](x_b)
+            x_a, x_b = self.encoder_a[level](x_a), self.encoder_b[level](x_b)
+            feats_a.append(x_a)
+            feats_b.append(x_b)
+        return feats_a, feats_b
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
+        feats_a, feats_b = self.encode(a, b)
+        x = self.tcpm[3](feats_a[3], feats_b[3], text_code)
+        for step, level in enumerate((2, 1, 0)):
+            skip = self.tcpm[level](feats_a[level], feats_b[level], text_code)
+            x = torch.cat([self.up[step](x), skip], dim=1)
+            if level:
+                x = self.reduce[step](x)
+            x = self.decoder[step](x)
+        return self.output(self.refinement(x))
