@@ -1,0 +1,100 @@
+"""``upfusion fuse A B -o OUT``: two image or volume files in, one fused file out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..model.text import MODALITIES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "fuse",
+        help="fuse two co-registered files (NIfTI, MHA/NRRD, DICOM folder, PNG/TIFF)",
+        description="Fuse A (anatomical/visible: MRI, VIS) with B (CT, PET, SPECT, IR). The output has A's grid and "
+        "geometry; B is resampled onto it when the grids differ. Values are float32 in [0, 1] (8-bit for PNG).",
+    )
+    p.add_argument("a", type=Path, help="anatomical or visible input (MRI, VIS)")
+    p.add_argument("b", type=Path, help="the other modality (CT, PET, SPECT, IR)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file; the format follows its extension")
+    p.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "PET"], type=str.upper,
+                   choices=list(MODALITIES), help="modality of A and of B (default: MRI PET)")
+    p.add_argument("--prompt", help="text prompt (default: the pair's built-in prompt)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian")
+    which.add_argument("--checkpoint", type=Path, help="path of a checkpoint (the authors' Fuse.pth or our safetensors)")
+    p.add_argument("--axis", type=int, default=0, help="slicing axis of a volume (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", default="auto", help="slices per batch (default: from free memory)")
+    p.add_argument("--colormap", choices=["hot", "jet", "pet"], help="colour a scalar B first (colour fusion)")
+    p.add_argument("--grey", action="store_true", help="write luminance only, even for colour inputs")
+    p.add_argument("--window", help="CT window name (fusion, bone, brain, soft-tissue) or LEVEL,WIDTH in HU")
+    p.add_argument("--register", action="store_true", help="rigidly register B to A first (mutual information)")
+    p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/32 weights file (paper model, new prompts)")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_window(text: str | None):
+    """``"bone"`` or ``"400,1800"`` -> the ``window`` argument of :func:`napari_upfusion.fuse`."""
+    from ..errors import InputError
+
+    if text is None or "," not in text:
+        return text
+    try:
+        level, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--window takes a name or LEVEL,WIDTH in HU, got {text!r}.") from None
+    return (level, width)
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse early (before any work) an existing output without --force or an unwritable folder."""
+    from ..errors import InputError
+
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists; pass --force to overwrite it or choose another output name.")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"The output folder {folder} does not exist; create it first.")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"The output folder {folder} is not writable; choose another output path.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .. import read_image, write_image
+    from ..engine.api import get_engine
+
+    check_output(args.output, args.force)
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    a = read_image(args.a, modality=args.modalities[0])
+    b = read_image(args.b, modality=args.modalities[1])
+    engine = get_engine(args.checkpoint or args.model, args.device, args.precision, batch, args.clip_weights)
+    with tqdm(total=None, unit="slice", disable=args.quiet, desc="fusing") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = engine.fuse(
+            a,
+            b,
+            modalities=tuple(args.modalities),
+            prompt=args.prompt,
+            axis=args.axis,
+            colormap=args.colormap,
+            color_output=False if args.grey else None,
+            window=parse_window(args.window),
+            register=args.register,
+            progress=progress,
+        )
+    written = write_image(result.image, args.output, overwrite=args.force)
+    info = result.info
+    print(f"wrote {written} ({info['model']}, {info['device']}, {info['precision']}, {info['seconds']:.1f} s)")
+    return 0

@@ -1,0 +1,58 @@
+"""``upfusion info``: what this installation has — version, devices, weights and where they were found."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return sub.add_parser("info", help="show the version, devices and which weights were found where")
+
+
+def _status(finder) -> str:
+    try:
+        found = finder()
+    except Exception as error:  # noqa: BLE001 - every failure here is reported as text
+        return f"not found: {error}"
+    return f"found: {found}" if found else "not found"
+
+
+def collect() -> dict[str, str]:
+    """The facts ``upfusion info`` prints, as a dict (used by tests and the widget's About text)."""
+    import torch
+
+    from .. import __version__
+    from ..engine.registry import available_fusers
+    from ..model import bundled_weights, find_paper_checkpoint, list_configs
+    from ..model.cache import cache_dir
+    from ..model.text import find_clip_weights
+
+    if torch.cuda.is_available():
+        devices = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
+        devices = f"cpu ({os.cpu_count()} cores), {devices}"
+    else:
+        devices = f"cpu ({os.cpu_count()} cores); no CUDA GPU"
+    return {
+        "napari-upfusion": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "devices": devices,
+        "configs": ", ".join(list_configs()),
+        "fusers": ", ".join(available_fusers()),
+        "cache folder": str(cache_dir()),
+        "small weights": _status(bundled_weights),
+        "paper weights": _status(find_paper_checkpoint),
+        "CLIP ViT-B/32": _status(find_clip_weights),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import napari_upfusion  # noqa: F401 - registers every fuser
+
+    facts = collect()
+    width = max(map(len, facts))
+    for key, value in facts.items():
+        print(f"{key:<{width}}  {value}")
+    return 0

@@ -1,0 +1,48 @@
+"""``upfusion train OUT_DIR``: reproduce the project's own weights (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..training.loop import TrainSettings
+
+    d = TrainSettings()
+    p = sub.add_parser(
+        "train",
+        help="train a small UP-Fusion on regenerated pairs (never on evaluation data); resumes from OUT_DIR/last.pt",
+    )
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--config", default=d.config, help=f"model config name (default {d.config})")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--crop", type=int, default=d.crop, help="training crop size in pixels")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="CPU autocast precision")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: torch's default)")
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.loop import TrainSettings, train
+
+    settings = TrainSettings(
+        config=args.config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        seed=args.seed,
+        precision=args.precision,
+        threads=args.threads,
+        save_every=args.save_every,
+        log_every=args.log_every,
+    )
+    path = train(args.out_dir, settings)
+    print(f"wrote {path}")
+    return 0

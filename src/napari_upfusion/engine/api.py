@@ -1,0 +1,366 @@
+"""The public Python API: two images or volumes in, one fused image or volume out.
+
+``a`` is the anatomical or visible input (MRI, VIS) and ``b`` the other one
+(CT, PET, SPECT, IR); the network treats them differently, so keep that order
+(``modalities`` says which is which; swap both together if your data come the
+other way round).
+
+Pipeline: validate -> put ``b`` on ``a``'s grid -> split colour into Y and
+chroma -> map each input's intensities to ``[0, 1]`` (:mod:`.intensity`) ->
+fuse slice by slice along ``axis`` (:class:`~.runner.SliceRunner`) -> put
+chroma back.  The result is float32 in ``[0, 1]`` with ``a``'s shape (plus a
+trailing RGB axis when the output is in colour) and ``a``'s geometry.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import InputError, UPFusionError
+from ..model import UPFusion, load_model
+from ..model.text import MODALITIES, default_prompt, encode_prompt, pair_key
+from . import color as colour
+from .geometry import match_grids
+from .image import ImageData
+from .intensity import check_finite, normalize
+from .registry import available_fusers, build_fuser, register_fuser, uses_text
+from .runner import CancelToken, ProgressCallback, SliceRunner, resolve_device, resolve_precision
+
+__all__ = ["FusionEngine", "FusionResult", "fuse", "get_engine", "MIN_SLICE"]
+
+#: Smallest slice side (pixels) that is fused; smaller slices usually mean a wrong ``axis``.
+MIN_SLICE = 16
+
+register_fuser(
+    "small",
+    lambda device: load_model("small", device),
+    "the project's own small UP-Fusion, shipped in the package (CPU-friendly)",
+)
+register_fuser(
+    "paper",
+    lambda device: load_model("paper", device),
+    "the authors' released UP-Fusion weights (Fuse.pth, downloaded by you)",
+    needs_weights=True,
+)
+
+
+@dataclass
+class FusionResult:
+    """A fused image and the record of how it was made (``info``: inputs, model, prompt, device, ...)."""
+
+    image: ImageData
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    luma: np.ndarray  # spatial shape, float32 in [0, 1]
+    chroma: np.ndarray | None  # spatial shape + (2,), or None when grey
+
+
+def _split_colour(image: ImageData, name: str, modality: str, window, colormap: str | None) -> _Prepared:
+    data = image.array
+    if image.is_color:
+        rgb = data[..., :3]
+        if colour.is_grey_rgb(rgb):
+            return _Prepared(normalize(rgb[..., 0], modality, window=window), None)
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(rgb.dtype, 1.0)
+        ycc = colour.rgb_to_ycbcr(np.clip(rgb.astype(np.float32) / np.float32(scale), 0, 1))
+        return _Prepared(np.ascontiguousarray(ycc[..., 0]), ycc[..., 1:])
+    grey = normalize(data, modality, window=window)
+    if colormap is None:
+        return _Prepared(grey, None)
+    ycc = colour.rgb_to_ycbcr(colour.apply_colormap(grey, colormap))
+    return _Prepared(np.ascontiguousarray(ycc[..., 0]), ycc[..., 1:])
+
+
+def _validate(a: ImageData, b: ImageData, modalities: tuple[str, str]) -> None:
+    for name, modality in zip("ab", modalities):
+        if modality.upper() not in MODALITIES:
+            raise InputError(f"Unknown modality {modality!r} for input {name}; use one of {', '.join(MODALITIES)}.")
+    for name, image in (("a", a), ("b", b)):
+        data = image.array
+        if data.dtype == bool or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+            raise InputError(f"Input {name} has data type {data.dtype}, which is not an image intensity; give a numeric image.")
+        spatial = image.spatial_shape
+        if len(spatial) not in (2, 3):
+            hint = " (pick one volume, e.g. a[0], or the channel you want)" if len(spatial) > 3 else ""
+            raise InputError(
+                f"Input {name} has {len(spatial)} spatial dimensions (shape {data.shape}); give a 2-D image or a "
+                f"3-D volume{hint}."
+            )
+        if data.size == 0:
+            raise InputError(f"Input {name} is empty (shape {data.shape}); give an image with pixels.")
+        check_finite(data, name)
+        if not image.is_color and float(data.min()) == float(data.max()):
+            raise InputError(
+                f"Input {name} is constant (every value is {data.flat[0]}), so there is nothing to fuse; check that "
+                "you picked the right image."
+            )
+    if a.array is b.array:
+        raise InputError("Inputs a and b are the same image; pick one image of each modality.")
+    if len(a.spatial_shape) != len(b.spatial_shape):
+        raise InputError(
+            f"Input a is {len(a.spatial_shape)}-D but input b is {len(b.spatial_shape)}-D; give two 2-D images or two "
+            "3-D volumes."
+        )
+
+
+def _slices(volume: np.ndarray, axis: int) -> np.ndarray:
+    """``[S, H, W]`` view of a 2-D image (S = 1) or a 3-D volume sliced along ``axis``."""
+    if volume.ndim == 2:
+        return volume[None]
+    return np.ascontiguousarray(np.moveaxis(volume, axis, 0))
+
+
+def _unslice(stack: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    return stack[0] if ndim == 2 else np.moveaxis(stack, 0, axis)
+
+
+class FusionEngine:
+    """A fuser loaded once on a device, ready to fuse pair after pair.
+
+    ``model`` is a registered fuser name (``"small"``, ``"paper"``,
+    ``"average"``, ...; see :func:`~.registry.available_fusers`), a checkpoint
+    path, or a ready ``torch.nn.Module`` slice fuser.  ``precision`` is
+    ``"auto"`` (bf16/fp16 autocast on a GPU, fp32 on the CPU), ``"fp32"``,
+    ``"bf16"`` or ``"fp16"`` (GPU only).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | nn.Module = "small",
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_size: int | str = "auto",
+        clip_weights: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.clip_weights = clip_weights
+        if isinstance(model, nn.Module):
+            self.fuser, self.model_name = model.to(self.device).eval(), type(model).__name__
+        elif isinstance(model, str) and model in available_fusers():
+            self.fuser, self.model_name = build_fuser(model, self.device), model
+        elif os.path.exists(os.fspath(model)):
+            self.fuser, self.model_name = load_model(model, self.device), os.fspath(model)
+        else:
+            raise InputError(
+                f"{os.fspath(model)!r} is neither a known model ({', '.join(available_fusers())}) nor an existing "
+                "checkpoint file; pick a model or give the path of a checkpoint."
+            )
+        self._codes: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def uses_text(self) -> bool:
+        return uses_text(self.fuser)
+
+    def identity(self) -> dict[str, Any]:
+        """What a fused result records about the model that made it."""
+        report = getattr(self.fuser, "load_report", None)
+        info: dict[str, Any] = {"model": self.model_name}
+        if report is not None:
+            from ..model.cache import file_sha256
+
+            info.update(checkpoint=report.source, checkpoint_sha256=file_sha256(report.source), config=report.config)
+        return info
+
+    def prompt_code(self, prompt: str) -> torch.Tensor | None:
+        """The text code of ``prompt`` for this model, computed once and kept (``None`` if the fuser takes no text)."""
+        if not self.uses_text:
+            return None
+        with self._lock:
+            if prompt not in self._codes:
+                if not isinstance(self.fuser, UPFusion):
+                    raise UPFusionError("This fuser reads text but is not an UP-Fusion network; give its codes yourself.")
+                self._codes[prompt] = encode_prompt(self.fuser, prompt, clip_weights=self.clip_weights)
+            return self._codes[prompt]
+
+    def fuse(
+        self,
+        a: np.ndarray | ImageData,
+        b: np.ndarray | ImageData,
+        *,
+        modalities: tuple[str, str] = ("MRI", "PET"),
+        prompt: str | None = None,
+        axis: int = 0,
+        colormap: str | None = None,
+        color_output: bool | None = None,
+        window: str | tuple[float, float] | None = None,
+        register: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | Callable[[], bool] | None = None,
+    ) -> FusionResult:
+        """Fuse ``a`` (anatomical / visible) with ``b``; see :func:`fuse` for every argument."""
+        started = time.perf_counter()
+        modalities = (modalities[0].upper(), modalities[1].upper())
+        img_a, img_b = ImageData.coerce(a), ImageData.coerce(b)
+        _validate(img_a, img_b, modalities)
+        ndim = len(img_a.spatial_shape)
+        if ndim == 3 and not -3 <= axis < 3:
+            raise InputError(f"axis must be 0, 1 or 2 for a volume, got {axis}.")
+        axis = axis % 3 if ndim == 3 else 0
+        img_b = match_grids(img_a, img_b, register=register)
+        slice_shape = [n for i, n in enumerate(img_a.spatial_shape) if ndim == 2 or i != axis]
+        if min(slice_shape) < MIN_SLICE:
+            raise InputError(
+                f"Slices along axis {axis} are {slice_shape[0]} x {slice_shape[1]} pixels, smaller than the "
+                f"{MIN_SLICE} x {MIN_SLICE} that fusion needs; pick another axis or a larger image."
+            )
+        prompt = " ".join((prompt or default_prompt(*modalities)).split())
+        code = self.prompt_code(prompt)
+        prep_a = _split_colour(img_a, "a", modalities[0], window if modalities[0] == "CT" else None, None)
+        prep_b = _split_colour(img_b, "b", modalities[1], window if modalities[1] == "CT" else None, colormap)
+        runner = SliceRunner(self.fuser, self.device, self.precision, self.batch_size)
+        fused = _unslice(runner.run(_slices(prep_a.luma, axis), _slices(prep_b.luma, axis), code, progress, cancel), ndim, axis)
+        chroma = prep_b.chroma if prep_b.chroma is not None else prep_a.chroma
+        if chroma is not None and color_output is not False:
+            fused = colour.ycbcr_to_rgb(np.concatenate([fused[..., None], chroma], axis=-1))
+        info = {
+            "package": "napari-upfusion",
+            "version": __version__,
+            **self.identity(),
+            "modalities": list(modalities),
+            "pair": pair_key(*modalities),
+            "prompt": prompt if self.uses_text else None,
+            "device": str(self.device),
+            "precision": self.precision,
+            "batch_size": runner.batch_size_used,
+            "axis": axis,
+            "colormap": colormap,
+            "window": window,
+            "registered": register,
+            "inputs": [img_a.metadata.get("source"), img_b.metadata.get("source")],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        result = img_a.with_array(fused.astype(np.float32, copy=False), is_color=fused.ndim == ndim + 1)
+        result.metadata["upfusion"] = info
+        return FusionResult(result, info)
+
+
+_ENGINES: OrderedDict[tuple, FusionEngine] = OrderedDict()
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(
+    model: str | os.PathLike[str] | nn.Module = "small",
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    batch_size: int | str = "auto",
+    clip_weights: str | os.PathLike[str] | None = None,
+) -> FusionEngine:
+    """A :class:`FusionEngine`, reused between calls with the same settings (the two most recent are kept)."""
+    if isinstance(model, nn.Module):
+        return FusionEngine(model, device=device, precision=precision, batch_size=batch_size, clip_weights=clip_weights)
+    key = (os.fspath(model), str(device), precision, str(batch_size), str(clip_weights))
+    with _ENGINES_LOCK:
+        if key in _ENGINES:
+            _ENGINES.move_to_end(key)
+            return _ENGINES[key]
+    engine = FusionEngine(model, device=device, precision=precision, batch_size=batch_size, clip_weights=clip_weights)
+    with _ENGINES_LOCK:
+        _ENGINES[key] = engine
+        while len(_ENGINES) > 2:
+            _ENGINES.popitem(last=False)
+    return engine
+
+
+def fuse(
+    a: np.ndarray | ImageData,
+    b: np.ndarray | ImageData,
+    *,
+    modalities: tuple[str, str] = ("MRI", "PET"),
+    prompt: str | None = None,
+    model: str | os.PathLike[str] | nn.Module = "small",
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    axis: int = 0,
+    batch_size: int | str = "auto",
+    colormap: str | None = None,
+    color_output: bool | None = None,
+    window: str | tuple[float, float] | None = None,
+    register: bool = False,
+    clip_weights: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | Callable[[], bool] | None = None,
+) -> np.ndarray | ImageData:
+    """Fuse two co-registered images or volumes into one.
+
+    Parameters
+    ----------
+    a, b
+        ``a`` is the anatomical or visible input (MRI, VIS), ``b`` the other
+        modality (CT, PET, SPECT, IR).  Each is a numpy array — 2-D ``(y, x)``,
+        3-D ``(z, y, x)``, or either with a trailing RGB/RGBA axis — or an
+        :class:`~napari_upfusion.engine.image.ImageData` carrying physical
+        geometry (for example from :func:`~napari_upfusion.engine.io.read_image`).
+        Neither is modified.
+    modalities
+        ``(modality of a, modality of b)`` from ``MRI, VIS, CT, PET, SPECT, IR``;
+        chooses the intensity rule and the default prompt.
+    prompt
+        Text that guides the fusion; default: the pair's prompt from
+        :data:`~napari_upfusion.model.text.DEFAULT_PROMPTS`.  The ``small`` model
+        accepts only its built-in prompts.
+    model
+        ``"small"`` (bundled), ``"paper"`` (the authors' weights), a classical
+        fuser (``"average"``, ``"maximum"``, ``"laplacian"``), a checkpoint path or
+        a loaded module.
+    device, precision, batch_size
+        ``"auto"`` uses CUDA when present with bf16/fp16 autocast, else the CPU in
+        fp32; the batch size follows free memory and halves on out-of-memory.
+    axis
+        Slicing axis of a volume.
+    colormap
+        Colour a scalar ``b`` through ``"hot"``, ``"jet"`` or ``"pet"`` first (the
+        classic colour fusion picture).
+    color_output
+        ``None``: colour output when an input is in colour (its Cb/Cr are put
+        back on the fused Y; ``b``'s when both are); ``False``: luminance only.
+    window
+        CT window, a name of :data:`~napari_upfusion.engine.intensity.CT_WINDOWS`
+        or ``(level, width)`` in HU.
+    register
+        Rigidly register ``b`` to ``a`` (Mattes mutual information) before fusing.
+    progress
+        Called as ``progress(slices_done, slices_total)`` after each batch.
+    cancel
+        A :class:`threading.Event` (or anything with ``is_set()``, or a callable);
+        when set, fusion stops between batches and raises
+        :class:`~napari_upfusion.errors.FusionCancelled`: nothing partial is returned.
+
+    Returns
+    -------
+    numpy.ndarray or ImageData
+        Float32 in ``[0, 1]``, ``a``'s spatial shape (plus ``3`` for colour),
+        the same type as ``a``; an ``ImageData`` keeps ``a``'s geometry and
+        records the settings in ``metadata["upfusion"]``.
+    """
+    engine = get_engine(model, device, precision, batch_size, clip_weights)
+    result = engine.fuse(
+        a,
+        b,
+        modalities=modalities,
+        prompt=prompt,
+        axis=axis,
+        colormap=colormap,
+        color_output=color_output,
+        window=window,
+        register=register,
+        progress=progress,
+        cancel=cancel,
+    )
+    return result.image if isinstance(a, ImageData) else result.image.array

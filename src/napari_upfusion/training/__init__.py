@@ -1,0 +1,1 @@
+"""Training the project's own UP-Fusion weights (beside the engine; layers 1-2 never import this)."""

@@ -1,0 +1,155 @@
+"""``upfusion train``: training a small UP-Fusion on pairs the project can regenerate.
+
+The data come from :mod:`napari_upfusion.training_data` (packaged MNI152 and
+scikit-image sources turned into modality pairs by documented transforms);
+nothing from the evaluation folders is ever used.
+
+Text conditioning: a ``prompt-table`` config stores one fixed code per built-in
+prompt.  The codes are seeded Gaussian vectors (no CLIP weights exist here).
+In UP-Fusion the text code only chooses a channel order (through a top-k that
+passes no gradient), so neither the codes nor the text MLP learn; each pair
+type simply presents its own fixed channel permutation, and the rest of the
+network learns to fuse under it.  Each training pair is shown with the prompt
+of its own pair type.
+
+Checkpoints (``last.pt``: model, optimiser and step, saved with plain tensors
+and read back with ``weights_only=True``) make training resumable; the final
+weights are written as fp16 safetensors with their config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..model import UPFusion, create_model, get_config, save_checkpoint
+from ..model.text import DEFAULT_PROMPTS
+from .loss import fusion_loss
+
+__all__ = ["TrainSettings", "prompt_table_codes", "train"]
+
+
+@dataclass
+class TrainSettings:
+    """Everything that determines a training run (recorded in the weights' metadata)."""
+
+    config: str = "small"
+    steps: int = 20000
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 5e-4
+    min_lr: float = 2e-5
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    code_seed: int = 2026
+    kinds: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
+    precision: str = "bf16"
+    threads: int = 0
+    log_every: int = 50
+    save_every: int = 500
+    extra: dict = field(default_factory=dict)
+
+
+def prompt_table_codes(prompts: tuple[str, ...], text_dim: int, seed: int) -> torch.Tensor:
+    """Seeded Gaussian codes, one row per prompt, scaled to a typical CLIP text-code norm (about 10)."""
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randn(len(prompts), text_dim, generator=generator)
+    return codes * (10.0 / math.sqrt(text_dim))
+
+
+def _learning_rate(step: int, s: TrainSettings) -> float:
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batches(settings: TrainSettings, prompts: tuple[str, ...]):
+    from ..training_data import PairDataset
+
+    dataset = iter(PairDataset(seed=settings.seed, size=settings.crop, kinds=settings.kinds))
+    while True:
+        items = [next(dataset) for _ in range(settings.batch_size)]
+        a = torch.from_numpy(np.stack([i[0] for i in items]))[:, None]
+        b = torch.from_numpy(np.stack([i[1] for i in items]))[:, None]
+        index = torch.tensor([prompts.index(DEFAULT_PROMPTS[i[2]]) for i in items])
+        yield a, b, index
+
+
+def train(
+    out_dir: str | os.PathLike[str],
+    settings: TrainSettings | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train (or resume) into ``out_dir``; returns the path of the final safetensors weights."""
+    s = settings or TrainSettings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    cfg = get_config(s.config)
+    model: UPFusion = create_model(cfg)
+    if cfg.text_encoder == "prompt-table":
+        model.prompt_codes.copy_(prompt_table_codes(cfg.prompts, cfg.text_dim, s.code_seed))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=s.lr, weight_decay=s.weight_decay)
+    step, elapsed = 0, 0.0
+    last = out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        log(f"resumed from step {step}")
+    model.train()
+    history_file = out / "history.jsonl"
+    batches = _batches(s, cfg.prompts)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16")
+    tick = time.perf_counter()
+    running: dict[str, float] = {}
+    while step < s.steps:
+        a, b, index = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, s)
+        with autocast:
+            fused = model(a, b, model.prompt_codes[index] if cfg.text_encoder == "prompt-table" else None)
+        losses = fusion_loss(a, b, fused.float())
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(trainable, s.grad_clip)
+        optimizer.step()
+        step += 1
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v)
+        if step % s.log_every == 0 or step == s.steps:
+            now = time.perf_counter()
+            elapsed += now - tick
+            tick = now
+            n = s.log_every if step % s.log_every == 0 else step % s.log_every
+            record = {"step": step, "lr": _learning_rate(step, s), "elapsed_s": round(elapsed, 1)}
+            record.update({k: round(v / n, 5) for k, v in running.items()})
+            running = {}
+            with open(history_file, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            log(json.dumps(record))
+        if step % s.save_every == 0 or step == s.steps:
+            tmp = last.with_suffix(".partial")
+            torch.save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed},
+                tmp,
+            )
+            os.replace(tmp, last)
+    model.eval()
+    meta = {"training": json.dumps({**asdict(s), "kinds": list(s.kinds)}), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}
+    return save_checkpoint(model, out / f"upfusion_{s.config}.safetensors", metadata=meta)
