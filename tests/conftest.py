@@ -1,0 +1,60 @@
+"""Shared fixtures: golden data, small configs, an isolated user cache for every test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[1]
+EVAL_DIR = Path(os.environ.get("UPFUSION_EVAL_DIR", REPO.parent / "shared" / "eval"))
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test sees an empty user cache and no weights-location variables."""
+    monkeypatch.setenv("UPFUSION_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    for name in ("UPFUSION_PAPER_CHECKPOINT", "UPFUSION_CLIP_WEIGHTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict[str, np.ndarray]:
+    with np.load(DATA / "upfusion_golden_io.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="session")
+def paper_model():
+    """The paper network with the authors' (patterned) checkpoint, loaded once per session."""
+    from napari_upfusion.model import load_model
+
+    return load_model(DATA / "upfusion_paper_patterned.pth.gz")
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A very small paper-shaped config with a CLIP text encoder, for fast tests."""
+    from napari_upfusion.model import UPFusionConfig
+
+    return UPFusionConfig(
+        name="tiny",
+        dim=8,
+        num_blocks=(1, 1, 1, 1),
+        num_refinement_blocks=1,
+        heads=(1, 1, 2, 2),
+        backbone="convnext_atto",
+        backbone_input_size=32,
+    )
+
+
+def rel_l2(x, y) -> float:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return float(np.linalg.norm(x - y) / np.linalg.norm(y))
