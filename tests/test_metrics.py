@@ -161,6 +161,16 @@ def test_evaluate_rounds_and_clips_the_fused_image(a, b):
     assert M.evaluate(over, a, b) == M.evaluate(clipped, a, b)
 
 
+def test_round_grey_ignores_float32_noise_around_halves():
+    noisy_halves = np.array([2.4999995, 2.5, 2.5000004, 3.4999996, 3.5000003, 7.2, -0.4])
+    assert M.round_grey(noisy_halves).tolist() == [2.0, 2.0, 2.0, 4.0, 4.0, 7.0, -0.0]
+    # (A + B) / 2 through float32 quantises like the exact value
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (2, 50, 50)).astype(np.float64)
+    via_float32 = ((a / 255).astype(np.float32) + (b / 255).astype(np.float32)) / 2 * np.float64(255)
+    assert np.array_equal(M.round_grey(via_float32), np.round((a + b) / 2))
+
+
 @pytest.mark.parametrize(
     "fused, first, second, words",
     [

@@ -20,13 +20,17 @@ name      what                                                            better
 ``SSIM``  SSIM(F, A) + SSIM(F, B), data_range 255, 7x7 uniform window      higher
 ========  ==============================================================  ===========
 
-Rounding: the functions themselves use the values they are given, except
-``EN`` and ``MI``, which work on histograms and so round to whole grey values
-(and clip to 0..255) before counting.  :func:`evaluate` rounds the fused image
-to whole grey values first (``np.round``, halves to even), which is what
-saving it as an 8-bit image and reading it back does in the published
-evaluators; the sources are used as given (Y of 8-bit images is already whole
-for grey images; :mod:`napari_upfusion.evaluation` rounds Y of colour sources).
+Rounding: the metric functions use the values they are given, except ``EN``
+and ``MI``, which work on histograms and so round to whole grey values
+(``np.round``, clipped to 0..255) before counting.  :func:`evaluate` rounds the
+fused image the same way first, as the published evaluators do (they score the
+fused image after it was written as an 8-bit file); the sources are used as
+given.  Exact halves go to even, so for images such as ``(A + B) / 2`` the
+result depends on floating-point noise around the halves: with
+``Y = 0.299 R + 0.587 G + 0.114 B`` in float64 this reproduces the field's
+numbers; :func:`round_grey` is the noise-proof quantisation that
+:mod:`napari_upfusion.evaluation` applies to a fuser's float32 output before
+scoring it.
 
 Pure numpy/scipy: no torch, no napari.
 """
@@ -44,6 +48,7 @@ from .errors import InputError
 
 __all__ = [
     "METRIC_NAMES",
+    "round_grey",
     "EN",
     "SD",
     "SF",
@@ -88,8 +93,18 @@ def _check_triplet(fused: ArrayLike, a: ArrayLike, b: ArrayLike) -> tuple[Array,
     return f, ia, ib
 
 
+def round_grey(x: ArrayLike) -> Array:
+    """Quantise float grey values to whole ones, deaf to float32 noise: snap to 1e-3, then halves to even.
+
+    ``round_grey(2.4999999) == round_grey(2.5000001) == 2.0`` and
+    ``round_grey(3.4999999) == 4.0``; not clipped.  This is how a fuser's
+    output becomes an 8-bit image in :mod:`napari_upfusion.evaluation`.
+    """
+    return np.round(np.round(np.asarray(x, dtype=np.float64), 3))
+
+
 def _grey_levels(x: Array) -> NDArray[np.intp]:
-    """Whole grey values 0..255 (rounded half to even, clipped) for histogram-based metrics."""
+    """Whole grey values 0..255 (``np.round``, clipped) for the histogram-based metrics."""
     return np.clip(np.round(x), 0, 255).astype(np.intp)
 
 
@@ -330,8 +345,10 @@ def SSIM(fused: ArrayLike, a: ArrayLike, b: ArrayLike) -> float:
 def evaluate(fused: ArrayLike, a: ArrayLike, b: ArrayLike) -> dict[str, float]:
     """Every metric of :data:`METRIC_NAMES` for one fused image and its two sources, on the 0..255 scale.
 
-    ``fused`` is rounded to whole grey values and clipped to 0..255 first (as
-    writing it as an 8-bit image would); ``a`` and ``b`` are used as given.
+    ``fused`` is rounded to whole grey values (``np.round``, halves to even)
+    and clipped to 0..255 first, as writing it as an 8-bit image would; ``a``
+    and ``b`` are used as given.  Quantise float32 results with
+    :func:`round_grey` before calling this, as :mod:`napari_upfusion.evaluation` does.
     """
     f, ia, ib = _check_triplet(fused, a, b)
     f = np.clip(np.round(f), 0.0, 255.0)
