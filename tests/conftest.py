@@ -1,4 +1,4 @@
-"""Shared fixtures: golden data, small configs, an isolated user cache for every test."""
+"""Shared fixtures: golden data, small configs, the evaluation pairs, an isolated user cache for every test."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[1]
-EVAL_DIR = Path(os.environ.get("UPFUSION_EVAL_DIR", REPO.parent / "shared" / "eval"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVAL_DIR = Path(os.environ.get("UPFUSION_EVAL_DIR") or REPO_ROOT.parent / "shared" / "eval")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -23,6 +23,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     for name in ("UPFUSION_PAPER_CHECKPOINT", "UPFUSION_CLIP_WEIGHTS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    """The development evaluation pairs (``../shared/eval`` beside the repository, or ``$UPFUSION_EVAL_DIR``).
+
+    They are never copied into the repository; tests that need them are skipped where they are absent.
+    """
+    if not (EVAL_DIR / "MRI_CT" / "MRI").is_dir():
+        pytest.skip(
+            f"The evaluation pairs are not at {EVAL_DIR} (expected MRI_CT/MRI beneath it); "
+            "set UPFUSION_EVAL_DIR to the folder that holds MRI_CT, MRI_SPECT and TNO."
+        )
+    return EVAL_DIR
 
 
 @pytest.fixture(scope="session")

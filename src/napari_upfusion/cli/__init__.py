@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ..errors import UPFusionError
 
-COMMANDS = ["info", "fuse", "train", "download"]
+COMMANDS = ["info", "fuse", "evaluate", "train", "download"]
 
 
 def build_parser() -> argparse.ArgumentParser:
