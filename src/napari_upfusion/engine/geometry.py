@@ -23,6 +23,8 @@ from .image import ImageData
 __all__ = ["INTERPOLATIONS", "resample_to", "register_rigid", "match_grids"]
 
 INTERPOLATIONS: tuple[str, ...] = ("linear", "nearest", "bspline")
+_SHRINK = [4, 2, 1]  # registration pyramid
+_SAMPLES = [5_000, 10_000, 20_000]  # metric samples per registration level
 
 
 def _channels(image: ImageData) -> list[np.ndarray]:
@@ -114,10 +116,12 @@ def _grey_sitk(image: ImageData) -> Any:
 def register_rigid(fixed: ImageData, moving: ImageData, *, seed: int = 1) -> Any:
     """Rigidly register ``moving`` to ``fixed`` with Mattes mutual information.
 
-    A rotation and translation (Euler transform) is found in three resolution
-    levels (shrink 4, 2, 1; smoothing 2, 1, 0 pixels) with regular-step gradient
-    descent on 10% of the pixels, sampled with a fixed seed.  Colour images are
-    registered through their channel mean.  About 1-3 s for 128^3 volumes.
+    A rotation and translation (Euler transform, started from the images' centres)
+    is found in three resolution levels (shrink 4, 2, 1; smoothing 2, 1, 0 pixels)
+    with regular-step gradient descent on 5,000, 10,000 and 20,000 randomly drawn
+    pixels (a fixed seed makes it repeatable), so the time hardly grows with the
+    image size: about 4-6 s for 128^3 volumes on two busy CPU cores.  Colour images
+    are registered through their channel mean.
 
     Parameters
     ----------
@@ -147,13 +151,14 @@ def register_rigid(fixed: ImageData, moving: ImageData, *, seed: int = 1) -> Any
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.1, seed)
+    voxels = [np.prod(np.ceil(np.divide(fixed.shape, shrink))) for shrink in _SHRINK]
+    method.SetMetricSamplingPercentagePerLevel([min(1.0, k / v) for k, v in zip(_SAMPLES, voxels)], seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=200, gradientMagnitudeTolerance=1e-8
+        learningRate=1.0, minStep=1e-4, numberOfIterations=100, gradientMagnitudeTolerance=1e-8
     )
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetShrinkFactorsPerLevel(_SHRINK)
     method.SetSmoothingSigmasPerLevel([2, 1, 0])
     method.SetInitialTransform(transform, inPlace=True)
     try:
