@@ -70,8 +70,9 @@ def test_invalid_image_data_is_refused(kwargs: dict, message: str) -> None:
 
 
 def test_sitk_conversion_maps_the_same_index_to_the_same_point() -> None:
-    direction = rotation(25, -10, 40)
-    image = ImageData.from_array(RNG.random((4, 5, 6)), spacing=(3.0, 1.5, 0.75), origin=(5, -6, 7), direction=direction)
+    image = ImageData.from_array(
+        RNG.random((4, 5, 6)), spacing=(3.0, 1.5, 0.75), origin=(5, -6, 7), direction=rotation(25, -10, 40)
+    )
     converted = image.to_sitk()
     k, j, i = 3, 1, 4
     point = converted.TransformIndexToPhysicalPoint((i, j, k))
@@ -231,6 +232,18 @@ def test_rigid_registration_recovers_a_known_rotation_and_translation() -> None:
     aligned = match_grids(fixed, moving, register=True)
     assert aligned.same_grid(fixed)
     assert correlation(moving) > -0.9 and correlation(aligned) < -0.995
+
+
+def test_rigid_registration_in_2d() -> None:
+    y, x = np.mgrid[0:64, 0:64].astype(float)
+    blobs = np.exp(-((y - 20) ** 2 + (x - 36) ** 2) / 50) + 0.6 * np.exp(-((y - 42) ** 2 + (x - 22) ** 2) / 120)
+    fixed = ImageData.from_array(blobs.astype(np.float32), spacing=(1.0, 1.0), origin=(-32, -32))
+    truth = sitk.Euler2DTransform((0.0, 0.0), 0.1, (2.5, -1.5))
+    moving = resample_to(fixed, fixed, transform=truth.GetInverse(), fill=0)
+    found = register_rigid(fixed, moving)
+    assert isinstance(found, sitk.Euler2DTransform)
+    for point in [(0.0, 0.0), (15.0, -10.0), (-12.0, 14.0)]:
+        np.testing.assert_allclose(found.TransformPoint(point), truth.TransformPoint(point), atol=0.5)
 
 
 def test_registering_a_constant_image_is_refused() -> None:

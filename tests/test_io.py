@@ -95,6 +95,15 @@ def test_float64_is_written_as_float32_and_4d_singleton_is_dropped(tmp_path: Pat
     assert nib.load(tmp_path / "b.nii").get_data_dtype() == np.float32
 
 
+def test_rgb24_nifti_is_read_as_colour(tmp_path: Path) -> None:
+    data = np.zeros((4, 5, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    data["R"], data["G"], data["B"] = 1, np.arange(6), 200
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 3.0, 4.0, 1.0])), tmp_path / "rgb.nii.gz")
+    image = read_image(tmp_path / "rgb.nii.gz")
+    assert image.rgb and image.shape == (6, 5, 4) and image.spacing == (4.0, 3.0, 2.0)
+    np.testing.assert_array_equal(image.array[:, 2, 3], np.c_[np.ones(6), np.arange(6), np.full(6, 200)])
+
+
 def test_2d_image_written_to_nifti_is_a_one_slice_volume(tmp_path: Path) -> None:
     image = ImageData.from_array(RNG.random((6, 8)).astype(np.float32), spacing=(0.5, 0.25), origin=(3.0, -4.0))
     again = read_image(write_image(image, tmp_path / "slice.nii.gz"))
@@ -135,9 +144,9 @@ def test_colour_float64_goes_to_mha_as_float32_vector(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- DICOM
-def write_dicom_series(volume: sitk.Image, folder: Path) -> None:
+def write_dicom_series(volume: sitk.Image, folder: Path, series: int = 2) -> None:
     """The way SimpleITK's examples write a series: one file per slice with its position tags."""
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     d = volume.GetDirection()
@@ -147,7 +156,7 @@ def write_dicom_series(volume: sitk.Image, folder: Path) -> None:
         "0008|0031": "120000",
         "0010|0010": "Test^Phantom",
         "0020|000d": "1.2.826.0.1.3680043.2.1125.1.1",
-        "0020|000e": "1.2.826.0.1.3680043.2.1125.1.2",
+        "0020|000e": f"1.2.826.0.1.3680043.2.1125.1.{series}",
         "0020|0037": "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
         "0018|0050": str(volume.GetSpacing()[2]),
     }
@@ -157,7 +166,7 @@ def write_dicom_series(volume: sitk.Image, folder: Path) -> None:
             piece.SetMetaData(tag, value)
         piece.SetMetaData("0020|0032", "\\".join(str(v) for v in volume.TransformIndexToPhysicalPoint((0, 0, k))))
         piece.SetMetaData("0020|0013", str(k + 1))
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"series{series}-slice{k:03d}.dcm"))
         writer.Execute(piece)
 
 
@@ -178,12 +187,20 @@ def test_dicom_series_folder_keeps_geometry(dicom_folder: tuple[Path, sitk.Image
     assert image.metadata["format"] == "DICOM" and image.metadata["dicom_series_in_folder"] == 1
 
 
+def test_the_largest_of_several_series_is_read(dicom_folder: tuple[Path, sitk.Image]) -> None:
+    folder, _ = dicom_folder
+    write_dicom_series(oblique_sitk((8, 6, 2)), folder, series=3)
+    image = read_image(folder)
+    assert image.shape == (4, 6, 8) and image.metadata["dicom_series_in_folder"] == 2
+    assert image.metadata["dicom_series_uid"] == "1.2.826.0.1.3680043.2.1125.1.2"
+
+
 def test_single_dicom_file_with_and_without_extension(dicom_folder: tuple[Path, sitk.Image]) -> None:
     folder, volume = dicom_folder
-    first = read_image(folder / "slice000.dcm")
+    first = read_image(folder / "series2-slice000.dcm")
     assert first.shape == (1, 6, 8)
     np.testing.assert_array_equal(first.array[0], sitk.GetArrayFromImage(volume)[0])
-    (folder / "IM0001").write_bytes((folder / "slice000.dcm").read_bytes())
+    (folder / "IM0001").write_bytes((folder / "series2-slice000.dcm").read_bytes())
     np.testing.assert_array_equal(read_image(folder / "IM0001").array, first.array)
 
 
@@ -299,6 +316,16 @@ def test_writing_into_a_missing_or_unwritable_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="does not exist"):
         write_image(image, tmp_path / "file" / "a.png")
+
+
+def test_a_folder_that_refuses_the_temporary_file_is_reported(tmp_path: Path, monkeypatch) -> None:
+    def refuse(**kwargs) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(uio.tempfile, "mkdtemp", refuse)
+    with pytest.raises(InputError, match=r"Cannot write in .* \(Permission denied\); choose a folder"):
+        write_image(ImageData.from_array(np.zeros((4, 4), np.uint8)), tmp_path / "a.png")
+    assert files_in(tmp_path) == set()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write into read-only folders")

@@ -43,9 +43,7 @@ def _cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _check_pair(a: ImageData, b: ImageData) -> None:
     if a.ndim != b.ndim:
-        raise InputError(
-            f"The images are {a.ndim}-D and {b.ndim}-D; give two 2-D images or two 3-D volumes."
-        )
+        raise InputError(f"The images are {a.ndim}-D and {b.ndim}-D; give two 2-D images or two 3-D volumes.")
 
 
 def resample_to(

@@ -8,7 +8,8 @@ Formats
   order ``(z, y, x) = (k, j, i)``, physical coordinates in reversed LPS, see
   :mod:`.image`) and back exactly; the header is kept, so a NIfTI written from an
   image read from NIfTI keeps its fields (description, units, intent, codes).
-  A 2-D image written to NIfTI becomes a one-slice volume.
+  A 2-D image written to NIfTI becomes a one-slice volume.  RGB24/RGBA32 NIfTI is
+  read as colour; colour is not written to NIfTI (use MetaImage, NRRD, PNG or TIFF).
 - MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``), DICOM files
   (``.dcm`` or any file with the DICOM preamble) and DICOM series folders
   (the largest series in the folder) through SimpleITK, keeping spacing, origin
@@ -46,7 +47,13 @@ import numpy as np
 from ..errors import InputError
 from .image import ImageData
 
-__all__ = ["read_image", "write_image", "SUPPORTED_EXTENSIONS"]
+__all__ = [
+    "read_image",
+    "write_image",
+    "SUPPORTED_EXTENSIONS",
+    "nifti_affine_to_array_affine",
+    "array_affine_to_nifti_affine",
+]
 
 # extension -> format name; the name picks the reader and writer below.
 _FORMATS = {
