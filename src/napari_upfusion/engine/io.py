@@ -13,7 +13,7 @@ Formats
 - MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``), DICOM files
   (``.dcm`` or any file with the DICOM preamble) and DICOM series folders
   (the largest series in the folder) through SimpleITK, keeping spacing, origin
-  and direction.  DICOM is read only.
+  and direction.  A single DICOM file is a one-slice volume.  DICOM is read only.
 - PNG, TIFF, JPEG (2-D; TIFF also 3-D stacks) through imageio and tifffile: grey,
   RGB, RGBA, 8 or 16 bit.  These carry no physical geometry: unit spacing and
   ``has_geometry=False``; geometry is dropped when writing them.
