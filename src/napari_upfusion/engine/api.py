@@ -14,6 +14,7 @@ trailing RGB axis when the output is in colour) and ``a``'s geometry.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -70,7 +71,7 @@ class _Prepared:
 
 def _split_colour(image: ImageData, name: str, modality: str, window, colormap: str | None) -> _Prepared:
     data = image.array
-    if image.is_color:
+    if image.rgb:
         rgb = data[..., :3]
         if colour.is_grey_rgb(rgb):
             return _Prepared(normalize(rgb[..., 0], modality, window=window), None)
@@ -92,28 +93,38 @@ def _validate(a: ImageData, b: ImageData, modalities: tuple[str, str]) -> None:
         data = image.array
         if data.dtype == bool or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
             raise InputError(f"Input {name} has data type {data.dtype}, which is not an image intensity; give a numeric image.")
-        spatial = image.spatial_shape
-        if len(spatial) not in (2, 3):
-            hint = " (pick one volume, e.g. a[0], or the channel you want)" if len(spatial) > 3 else ""
-            raise InputError(
-                f"Input {name} has {len(spatial)} spatial dimensions (shape {data.shape}); give a 2-D image or a "
-                f"3-D volume{hint}."
-            )
         if data.size == 0:
             raise InputError(f"Input {name} is empty (shape {data.shape}); give an image with pixels.")
         check_finite(data, name)
-        if not image.is_color and float(data.min()) == float(data.max()):
+        if not image.rgb and float(data.min()) == float(data.max()):
             raise InputError(
                 f"Input {name} is constant (every value is {data.flat[0]}), so there is nothing to fuse; check that "
                 "you picked the right image."
             )
-    if a.array is b.array:
+    if a.array.shape == b.array.shape and np.shares_memory(a.array, b.array):
         raise InputError("Inputs a and b are the same image; pick one image of each modality.")
-    if len(a.spatial_shape) != len(b.spatial_shape):
+    if a.ndim != b.ndim:
         raise InputError(
-            f"Input a is {len(a.spatial_shape)}-D but input b is {len(b.spatial_shape)}-D; give two 2-D images or two "
+            f"Input a is {a.ndim}-D but input b is {b.ndim}-D; give two 2-D images or two "
             "3-D volumes."
         )
+
+
+def _as_image(x: np.ndarray | ImageData, name: str, modality: str) -> ImageData:
+    if isinstance(x, ImageData):
+        return x
+    array = np.asarray(x)
+    if array.dtype == object or array.ndim not in (2, 3, 4):
+        raise InputError(
+            f"Input {name} has shape {array.shape}; give a 2-D image or a 3-D volume (select one volume of a 4-D "
+            "series first, e.g. volume[0], or pass the axis you want as the slicing axis)."
+        )
+    return ImageData.from_array(array, metadata={"modality": modality})
+
+
+def _describe(image: ImageData) -> str:
+    path = image.metadata.get("path")
+    return str(path) if path else f"array {tuple(image.array.shape)} {image.array.dtype}"
 
 
 def _slices(volume: np.ndarray, axis: int) -> np.ndarray:
@@ -207,14 +218,14 @@ class FusionEngine:
         """Fuse ``a`` (anatomical / visible) with ``b``; see :func:`fuse` for every argument."""
         started = time.perf_counter()
         modalities = (modalities[0].upper(), modalities[1].upper())
-        img_a, img_b = ImageData.coerce(a), ImageData.coerce(b)
+        img_a, img_b = _as_image(a, "a", modalities[0]), _as_image(b, "b", modalities[1])
         _validate(img_a, img_b, modalities)
-        ndim = len(img_a.spatial_shape)
+        ndim = img_a.ndim
         if ndim == 3 and not -3 <= axis < 3:
             raise InputError(f"axis must be 0, 1 or 2 for a volume, got {axis}.")
         axis = axis % 3 if ndim == 3 else 0
         img_b = match_grids(img_a, img_b, register=register)
-        slice_shape = [n for i, n in enumerate(img_a.spatial_shape) if ndim == 2 or i != axis]
+        slice_shape = [n for i, n in enumerate(img_a.shape) if ndim == 2 or i != axis]
         if min(slice_shape) < MIN_SLICE:
             raise InputError(
                 f"Slices along axis {axis} are {slice_shape[0]} x {slice_shape[1]} pixels, smaller than the "
@@ -243,11 +254,11 @@ class FusionEngine:
             "colormap": colormap,
             "window": window,
             "registered": register,
-            "inputs": [img_a.metadata.get("source"), img_b.metadata.get("source")],
+            "inputs": [_describe(img_a), _describe(img_b)],
             "seconds": round(time.perf_counter() - started, 3),
         }
-        result = img_a.with_array(fused.astype(np.float32, copy=False), is_color=fused.ndim == ndim + 1)
-        result.metadata["upfusion"] = info
+        result = img_a.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
+        result = dataclasses.replace(result, metadata={"upfusion": info})
         return FusionResult(result, info)
 
 

@@ -164,9 +164,10 @@ class SliceRunner:
         h, w = a.shape[-2:]
         a_pad = pad_to_multiple(a, self.pad_multiple)
         b_pad = pad_to_multiple(b, self.pad_multiple)
-        with torch.inference_mode(), self._autocast():
-            out = self.fuser(a_pad, b_pad, text_code)
-        return out[..., :h, :w].float().clamp_(0.0, 1.0)
+        with torch.inference_mode():
+            with self._autocast():
+                out = self.fuser(a_pad, b_pad, text_code)
+            return out[..., :h, :w].float().clamp(0.0, 1.0)
 
     def run(
         self,

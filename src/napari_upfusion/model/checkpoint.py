@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
@@ -88,65 +88,75 @@ def _describe(path: Path) -> str:
     return f"'{path}'"
 
 
+def _sniff(path: Path) -> str | None:
+    """The container kind from the first bytes: 'zip', 'gzip', 'pickle', 'safetensors' or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return None
+
+
 def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The raw content of a weights file and its metadata (safetensors only).
 
-    Accepts ``.safetensors``, any ``torch.save`` file (read with
-    ``weights_only=True``) and gzip-compressed torch files (``.gz``).  Raises
+    Accepts safetensors, any ``torch.save`` file (read with
+    ``weights_only=True``) and gzip-compressed torch files.  Raises
     :class:`CheckpointError` with one sentence for unsafe, truncated, corrupt
     or foreign files.
     """
     path = Path(path)
+    where = _describe(path)
     if not path.is_file():
-        raise CheckpointError(f"The checkpoint {_describe(path)} does not exist or is not a file; check the path.")
-    if path.suffix == ".safetensors":
+        raise CheckpointError(f"The checkpoint {where} does not exist or is not a file; check the path.")
+    kind = _sniff(path)
+    corrupt = f"The checkpoint {where} is truncated or corrupted; download or copy it again."
+    if kind is None:
+        raise CheckpointError(f"The file {where} is not a PyTorch or safetensors checkpoint; give the path of a weights file.")
+    if kind == "safetensors":
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})
             return load_safetensors(str(path)), metadata
         except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(
-                f"The checkpoint {_describe(path)} is not a readable safetensors file ({error}); it may be truncated "
+                f"The checkpoint {where} is not a readable safetensors file ({error}); it may be truncated "
                 "or corrupted, so download or copy it again."
             ) from None
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise CheckpointError(corrupt)
     try:
-        if path.suffix == ".gz":
+        if kind == "gzip":
             with gzip.open(path, "rb") as handle:
                 source: Any = io.BytesIO(handle.read())
             content = torch.load(source, map_location="cpu", weights_only=True)
         else:
-            content = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except pickle.UnpicklingError as error:
         if "Weights only load failed" in str(error):
             raise CheckpointError(
-                f"The checkpoint {_describe(path)} contains Python objects that could run code when loaded, so it "
+                f"The checkpoint {where} contains Python objects that could run code when loaded, so it "
                 "was refused; use a file that holds tensors only (a plain state dict or safetensors)."
             ) from None
-        raise CheckpointError(
-            f"The file {_describe(path)} is not a PyTorch or safetensors checkpoint; give the path of a weights file."
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        text = str(error)
-        if "TorchScript" in text or "torchscript" in text or "constants.pkl" in text:
-            problem = "is a TorchScript archive, not a weights file"
-        elif isinstance(error, (EOFError, gzip.BadGzipFile)) or "central directory" in text or "failed" in text:
-            problem = "is truncated or corrupted"
-        else:
-            problem = f"could not be read ({text.splitlines()[0] if text else type(error).__name__})"
-        raise CheckpointError(f"The checkpoint {_describe(path)} {problem}; download or copy it again.") from None
+        raise CheckpointError(corrupt) from None
+    except (EOFError, gzip.BadGzipFile, zipfile.BadZipFile):
+        raise CheckpointError(corrupt) from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged files; each means "unreadable"
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        problem = "is a TorchScript archive, not a weights file" if "TorchScript" in text else f"could not be read ({text})"
+        raise CheckpointError(f"The checkpoint {where} {problem}; download or copy it again.") from None
     if not isinstance(content, dict):
         raise CheckpointError(
-            f"The checkpoint {_describe(path)} holds a {type(content).__name__}, not a dictionary of tensors; "
+            f"The checkpoint {where} holds a {type(content).__name__}, not a dictionary of tensors; "
             "give the path of an UP-Fusion weights file."
         )
     return content, {}
-
-
-def _is_zip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(4) == b"PK\x03\x04"
 
 
 # --------------------------------------------------------------------------- key mapping
