@@ -135,3 +135,16 @@ def test_command_line(tmp_path, capsys) -> None:
     got = list(td.read_dataset(tmp_path))
     assert [k for *_, k in got] == ["IR-VIS", "generic", "IR-VIS"]
     assert "wrote 3 pairs" in capsys.readouterr().out
+
+
+def test_upfusion_make_data_subcommand(tmp_path) -> None:
+    import argparse
+
+    from napari_upfusion.cli import make_data
+
+    parser = argparse.ArgumentParser(prog="upfusion")
+    make_data.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["make-data", str(tmp_path), "--pairs", "2", "--size", "32", "--seed", "4"])
+    assert make_data.run(args) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["seed"] == 4 and manifest["n_pairs"] == 2

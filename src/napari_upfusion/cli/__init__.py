@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ..errors import UPFusionError
 
-COMMANDS = ["info"]
+COMMANDS = ["info", "make_data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
