@@ -28,10 +28,10 @@ They look plausible; they are not measurements and have no diagnostic meaning.
    layer ``k`` occupies ``k <= u < k + 1`` with, from the brain outwards,
    0 subarachnoid CSF (2.0 mm), 1 inner table of the skull (1.5 mm),
    2 diploe / marrow (3.5 mm), 3 outer table (1.5 mm), 4 muscle and galea
-   (2.5 mm), 5 subcutaneous fat (3.0 mm), 6 skin (1.5 mm), 7 air.  The CSF,
+   (2.5 mm), 5 subcutaneous fat (4.0 mm), 6 skin (1.5 mm), 7 air.  The CSF,
    diploe, muscle and fat thicknesses vary smoothly over the head (fixed-seed
    Gaussian random fields, ~25 mm correlation, standard deviations 0.6, 1.2,
-   1.5 and 1.0 mm).  Inside the brain, CSF is ``1 - GM - WM``.  There is no
+   1.5 and 1.2 mm).  Inside the brain, CSF is ``1 - GM - WM``.  There is no
    face, no orbit and no sinus; below the cerebellum the shell simply wraps
    the brainstem.
 2. Tissue contrast (:data:`CONTRASTS`).  Each modality is a table of one value
@@ -218,7 +218,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 LAYERS: tuple[str, ...] = ("csf", "inner_table", "diploe", "outer_table", "muscle", "fat", "skin", "air")
 
 #: Mean layer thickness in mm and the standard deviation of its smooth variation.
-_LAYER_MM = ((2.0, 0.6), (1.5, 0.0), (3.5, 1.2), (1.5, 0.0), (2.5, 1.5), (3.0, 1.0), (1.5, 0.0))
+_LAYER_MM = ((2.0, 0.6), (1.5, 0.0), (3.5, 1.2), (1.5, 0.0), (2.5, 1.5), (4.0, 1.2), (1.5, 0.0))
 
 #: Tissue values per modality: brain tissues ``gm``, ``wm``, ``csf`` and one value per entry of :data:`LAYERS`.
 CONTRASTS: dict[str, dict[str, float]] = {
@@ -240,7 +240,7 @@ CONTRASTS: dict[str, dict[str, float]] = {
         "wm": 0.36,
         "csf": 1.0,
         "inner_table": 0.03,
-        "diploe": 0.30,
+        "diploe": 0.20,
         "outer_table": 0.03,
         "muscle": 0.22,
         "fat": 0.70,
@@ -252,7 +252,7 @@ CONTRASTS: dict[str, dict[str, float]] = {
         "wm": 0.62,
         "csf": 0.85,
         "inner_table": 0.05,
-        "diploe": 0.65,
+        "diploe": 0.45,
         "outer_table": 0.05,
         "muscle": 0.45,
         "fat": 0.90,

@@ -20,7 +20,9 @@ quantised to multiples of 1/255 like the 8-bit images the network sees)
     head-rest arc below the head, as in clinical CT.
 ``"MRI-PET"``
     ``a`` as above.  ``b``: the simulated FDG uptake (6 mm FWHM plus up to
-    1.5 px extra blur, 1-5 % correlated noise) passed through a display
+    1.5 px extra blur, 1-5 % correlated noise), scaled so that the slice's
+    99.5th percentile is 0.65-1.0 (0.8-1.2 for the atlas curve, whose top is
+    rarely reached), passed through a display
     curve: linear grey, the luma of the "hot" colour map, or the luma of the
     purple-orange-white pseudo-colour used for SPECT/PET in the Harvard atlas.
 ``"MRI-SPECT"``
@@ -32,8 +34,8 @@ quantised to multiples of 1/255 like the 8-bit images the network sees)
     degraded to a night scene (gamma 1-2, gain 0.35-1, noise); ``b``: the
     thermal proxy of :func:`napari_upfusion.samples.simulate_infrared` with
     jittered parameters.  In 60 % of pairs one to three procedural people
-    (head, torso, legs) are added, hot and bright in ``b``, dark and faint in
-    ``a`` (they enter the thermal proxy as warm material, so they get its
+    (head, torso, arms, legs) are added, hot and bright in ``b``, darker and
+    faint (30-90 % opaque) in ``a`` (they enter the thermal proxy as warm material, so they get its
     blur and halo); in 25 % small lamps, bright in both.  Scenes stay upright
     and are mirrored left-right in half of the pairs.
 ``"generic"``
@@ -44,8 +46,8 @@ quantised to multiples of 1/255 like the 8-bit images the network sees)
 
 Slices are taken at random along the three axes (axial 60 %, coronal and
 sagittal 20 % each), displayed with anterior / superior up.  Each pair either
-shows the whole head at 60-90 % of the frame (35 %) or a crop at 0.6-1.3 mm per
-pixel; both with a rotation of up to 12 degrees.  Every pair is then flipped
+shows the whole head at 60-90 % of the frame (35 %) or a crop at 0.8-1.6 mm per
+pixel (the real atlas slices are about 1 mm per pixel); both with a rotation of up to 12 degrees.  Every pair is then flipped
 and/or turned by a multiple of 90 degrees (50 % of pairs keep their
 orientation; IR-VIS scenes stay upright), and each image gets its own random gamma (0.75-1.35, half of the
 pairs).
@@ -256,7 +258,7 @@ def _medical_pair(kind: str, size: int, rng: np.random.Generator) -> tuple[np.nd
     model = samples.head_model()
     axis = int(rng.choice(3, p=[0.6, 0.2, 0.2]))
     (z0, z1), (y0, y1), (x0, x1) = model.bbox
-    lo, hi = [(z0 + 15, z1 - 12), (y0 + 25, y1 - 25), (x0 + 25, x1 - 25)][axis]
+    lo, hi = [(z0 + 20, z1 - 12), (y0 + 25, y1 - 25), (x0 + 25, x1 - 25)][axis]
     k = int(rng.integers(lo, hi))
     index = [slice(None)] * 3
     index[axis] = k
@@ -278,7 +280,7 @@ def _medical_pair(kind: str, size: int, rng: np.random.Generator) -> tuple[np.nd
         step = extent / (size * rng.uniform(0.6, 0.9))
         centre = ((ys.max() + ys.min()) / 2 + rng.normal(0, 4), (xs.max() + xs.min()) / 2 + rng.normal(0, 4))
     else:
-        step = rng.uniform(0.6, 1.3)
+        step = rng.uniform(0.8, 1.6)
         j = int(rng.integers(ys.size))
         centre = (float(ys[j]), float(xs[j]))
     a = _resample(mri, centre, step, angle, size)
@@ -301,16 +303,17 @@ def _medical_pair(kind: str, size: int, rng: np.random.Generator) -> tuple[np.nd
         if rng.random() < 0.4:
             b = np.maximum(b, _head_rest(size, head_out, rng))
     else:
-        rel = b / max(float(model.pet.max() if kind == "MRI-PET" else model.spect.max()), 1e-6)
+        rel = b / max(float(np.percentile(b, 99.5)), 0.05)  # scaled per slice, as the atlas images are
         amp = rng.uniform(0.01, 0.05)
         noise = _correlated_noise(b.shape, rng, (2.0 if kind == "MRI-PET" else 3.5) / step)
-        v = rel * (1 + amp * noise / np.sqrt(np.maximum(rel, 0.05))) * rng.uniform(0.8, 1.25)
+        v = rel * (1 + amp * noise / np.sqrt(np.maximum(rel, 0.05)))
         r = rng.random()
         if kind == "MRI-SPECT":
             curve = "atlas" if r < 0.7 else ("hot" if r < 0.85 else "grey")
         else:
             curve = "atlas" if r < 0.4 else ("hot" if r < 0.7 else "grey")
-        b = _display_curve(v, curve)
+        gain = rng.uniform(0.8, 1.2) if curve == "atlas" else rng.uniform(0.65, 1.0)  # little saturation
+        b = _display_curve(v * gain, curve)
     return a.astype(np.float32), b.astype(np.float32)
 
 
@@ -378,7 +381,8 @@ def _ir_vis_pair(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         for _ in range(int(rng.integers(1, 4))):
             p = _person(size, rng)
             local = float(np.sum(crop["luma"] * p) / max(float(p.sum()), 1e-6))
-            crop["luma"] = crop["luma"] * (1 - p) + p * local * rng.uniform(0.5, 0.9)
+            p_vis = p * rng.uniform(0.3, 0.9)  # partly transparent: the scene's texture shows through
+            crop["luma"] = crop["luma"] * (1 - p_vis) + p_vis * local * rng.uniform(0.5, 0.9)
             crop["warm"] = np.maximum(crop["warm"], p * rng.uniform(0.8, 1.0))
             for k in ("sky", "vegetation", "detail"):
                 crop[k] = crop[k] * (1 - p)
