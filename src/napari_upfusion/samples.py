@@ -30,8 +30,8 @@ They look plausible; they are not measurements and have no diagnostic meaning.
    2 diploe / marrow (3.5 mm), 3 outer table (1.5 mm), 4 muscle and galea
    (2.5 mm), 5 subcutaneous fat (4.0 mm), 6 skin (1.5 mm), 7 air.  The CSF,
    diploe, muscle and fat thicknesses vary smoothly over the head (fixed-seed
-   Gaussian random fields, ~25 mm correlation, standard deviations 0.6, 1.2,
-   1.5 and 1.2 mm).  Inside the brain, CSF is ``1 - GM - WM``.  There is no
+   Gaussian random fields on a 12 mm grid, smoothed by one cell and
+   interpolated; standard deviations 0.6, 1.2, 1.5 and 1.2 mm).  Inside the brain, CSF is ``1 - GM - WM``.  There is no
    face, no orbit and no sinus; below the cerebellum the shell simply wraps
    the brainstem.
 2. Tissue contrast (:data:`CONTRASTS`).  Each modality is a table of one value
@@ -308,7 +308,7 @@ class HeadModel:
     (uint8, 255 = 1).  ``brain`` is ``t1 > 0``.  ``layer`` is the layer
     coordinate times 32 (uint8; 0 inside the brain, 255 = air).  ``pet`` and
     ``spect`` are the blurred, noise-free functional volumes (float16, max 1)
-    used by the training-data generator.  ``origin`` is the world (mm) position
+    that the 3-D samples and the training-data generator start from.  ``origin`` is the world (mm) position
     of voxel ``(0, 0, 0)``; ``bbox`` the index ranges holding the head.
     """
 
@@ -513,7 +513,7 @@ def brain_mri_pet(voxel_mm: int = 2, seed: int = 0, head: bool = True) -> Sample
     probability maps (module docstring, point 4): high in grey matter, about a
     quarter of that in white matter, near zero in CSF and air, 6 mm FWHM, 3 %
     noise correlated over 2 mm, drawn from ``seed``; scaled to ``[0, 1]``.  Both are
-    block-averaged to ``voxel_mm`` (default 2 mm: 88 x 110 x 86 voxels)
+    block-averaged to ``voxel_mm`` (default 2 mm: 88 x 111 x 97 voxels, ``(z, y, x)``)
     and cropped to the head.
     """
     f = _check_voxel(voxel_mm)
