@@ -1,0 +1,150 @@
+"""Training pairs: every kind, right size and range, deterministic, different but aligned; shards round-trip."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_upfusion import training_data as td
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[np.ndarray, np.ndarray, str]]:
+    return [td.make_pair(7, i, SIZE) for i in range(6 * len(td.KINDS))]
+
+
+def _edges(x: np.ndarray) -> np.ndarray:
+    x = ndi.gaussian_filter(x, 2.0)
+    return np.hypot(ndi.sobel(x, 0), ndi.sobel(x, 1))
+
+
+def _corr(u: np.ndarray, v: np.ndarray) -> float:
+    u, v = u - u.mean(), v - v.mean()
+    return float((u * v).sum() / np.sqrt((u * u).sum() * (v * v).sum() + 1e-12))
+
+
+def test_every_kind_size_range_and_quantisation(pairs) -> None:
+    assert {k for _, _, k in pairs} == set(td.KINDS)
+    for a, b, kind in pairs:
+        for x in (a, b):
+            assert x.shape == (SIZE, SIZE) and x.dtype == np.float32
+            assert np.isfinite(x).all() and 0.0 <= x.min() and x.max() <= 1.0
+            np.testing.assert_allclose(x * 255, np.rint(x * 255), atol=1e-4)
+            assert x.std() > 4 / 255, f"flat {kind} image"
+        assert np.abs(a - b).mean() > 0.02, f"{kind}: the two images of a pair should differ"
+
+
+@pytest.mark.parametrize("kind", td.KINDS)
+def test_pairs_are_spatially_aligned(pairs, kind: str) -> None:
+    sel = [(a, b) for a, b, k in pairs if k == kind]
+    same = np.mean([_corr(_edges(a), _edges(b)) for a, b in sel])
+    mixed = np.mean([_corr(_edges(sel[i][0]), _edges(sel[(i + 1) % len(sel)][1])) for i in range(len(sel))])
+    assert same > 0.2 and same > mixed + 0.1, (same, mixed)
+
+
+def test_deterministic_per_seed_and_index(pairs) -> None:
+    for i in (0, 3, 4, 11):
+        a, b, kind = td.make_pair(7, i, SIZE)
+        np.testing.assert_array_equal(a, pairs[i][0])
+        np.testing.assert_array_equal(b, pairs[i][1])
+        assert kind == pairs[i][2]
+    other = td.make_pair(8, 0, SIZE)
+    assert not np.array_equal(other[0], pairs[0][0])
+
+
+def test_dataset_iterates_the_same_stream(pairs) -> None:
+    ds = td.PairDataset(seed=7, size=SIZE, length=7)
+    got = list(ds)
+    assert len(got) == len(ds) == 7
+    for (a, b, k), (ea, eb, ek) in zip(got, pairs):
+        np.testing.assert_array_equal(a, ea)
+        np.testing.assert_array_equal(b, eb)
+        assert k == ek
+    np.testing.assert_array_equal(ds[5][1], pairs[5][1])
+    with pytest.raises(IndexError):
+        ds[7]
+
+
+def test_workers_split_the_stream(monkeypatch) -> None:
+    import torch.utils.data as tud
+
+    class Info:
+        id, num_workers = 1, 2
+
+    monkeypatch.setattr(tud, "get_worker_info", lambda: Info())
+    ds = td.PairDataset(seed=7, size=SIZE, length=6)
+    assert [k for _, _, k in ds] == [td.KINDS[i % len(td.KINDS)] for i in (1, 3, 5)]
+    assert isinstance(ds, tud.IterableDataset)
+
+
+def test_kind_selection_and_sizes() -> None:
+    ds = td.PairDataset(seed=1, size=160, kinds=("MRI-SPECT", "IR-VIS"))
+    it = iter(ds)
+    got = [next(it) for _ in range(4)]
+    assert [k for *_, k in got] == ["MRI-SPECT", "IR-VIS"] * 2
+    assert all(a.shape == b.shape == (160, 160) for a, b, _ in got)
+    with pytest.raises(ValueError):
+        td.PairDataset(kinds=("MRI-XRAY",))
+    with pytest.raises(TypeError):
+        len(td.PairDataset())
+
+
+def test_generation_is_fast() -> None:
+    td.make_pair(0, 0, 128)  # warm the caches (head model, photo materials)
+    for i in range(1, len(td.KINDS)):
+        td.make_pair(0, i, 128)
+    t = time.perf_counter()
+    for i in range(25):
+        td.make_pair(0, 100 + i, 128)
+    assert time.perf_counter() - t < 10.0  # ~0.25 s on an idle core; generous for shared machines
+
+
+def test_make_dataset_round_trip(tmp_path) -> None:
+    manifest = td.make_dataset(tmp_path / "one", 7, seed=5, size=64, shard_size=3)
+    assert [s["pairs"] for s in manifest["shards"]] == [3, 3, 1]
+    saved = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert saved == manifest and saved["generator_version"] == td.GENERATOR_VERSION
+    got = list(td.read_dataset(tmp_path / "one"))
+    assert len(got) == 7
+    for i, (a, b, k) in enumerate(got):
+        ea, eb, ek = td.make_pair(5, i, 64)
+        np.testing.assert_array_equal(a, ea)
+        np.testing.assert_array_equal(b, eb)
+        assert k == ek
+    again = td.make_dataset(tmp_path / "two", 7, seed=5, size=64, shard_size=3)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
+    assert not list((tmp_path / "one").glob("*.part"))
+
+
+def test_read_dataset_detects_a_changed_shard(tmp_path) -> None:
+    td.make_dataset(tmp_path, 2, seed=0, size=32)
+    shard = tmp_path / "shard-00000.npz"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")
+    with pytest.raises(ValueError, match="checksum"):
+        list(td.read_dataset(tmp_path))
+
+
+def test_command_line(tmp_path, capsys) -> None:
+    assert td.main([str(tmp_path), "--pairs", "3", "--size", "32", "--kinds", "IR-VIS", "generic"]) == 0
+    got = list(td.read_dataset(tmp_path))
+    assert [k for *_, k in got] == ["IR-VIS", "generic", "IR-VIS"]
+    assert "wrote 3 pairs" in capsys.readouterr().out
+
+
+def test_upfusion_make_data_subcommand(tmp_path) -> None:
+    import argparse
+
+    from napari_upfusion.cli import make_data
+
+    parser = argparse.ArgumentParser(prog="upfusion")
+    make_data.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["make-data", str(tmp_path), "--pairs", "2", "--size", "32", "--seed", "4"])
+    assert make_data.run(args) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["seed"] == 4 and manifest["n_pairs"] == 2
