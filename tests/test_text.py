@@ -24,7 +24,10 @@ def random_clip(tmp_path_factory):
     import open_clip
 
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
+    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    with torch.no_grad():  # OpenAI's file holds fp16 weights; make the random ones fp16-representable too
+        for p in model.parameters():
+            p.copy_(p.half().float())
     path = tmp_path_factory.mktemp("clip") / "ViT-B-32.pt"
     torch.save(model.state_dict(), path)
     return path, model
@@ -39,10 +42,6 @@ def test_codes_equal_open_clip_quickgelu(random_clip):
     import open_clip
 
     path, reference = random_clip
-    reference = reference.eval()
-    with torch.no_grad():  # OpenAI files hold fp16 weights; the reference gets the same rounding
-        for p in reference.parameters():
-            p.copy_(p.half().float())
     tokens = open_clip.get_tokenizer("ViT-B-32-quickgelu")([AUTHORS_PROMPT])
     with torch.no_grad():
         expected = reference.encode_text(tokens)

@@ -74,10 +74,12 @@ def _learning_rate(step: int, s: TrainSettings) -> float:
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _batches(settings: TrainSettings, prompts: tuple[str, ...]):
+def _batches(settings: TrainSettings, prompts: tuple[str, ...], start_step: int):
+    """Batches of (a, b, prompt index); resuming at ``start_step`` continues the same pair stream."""
     from ..training_data import PairDataset
 
-    dataset = iter(PairDataset(seed=settings.seed, size=settings.crop, kinds=settings.kinds))
+    start = start_step * settings.batch_size
+    dataset = iter(PairDataset(seed=settings.seed, size=settings.crop, kinds=settings.kinds, start=start))
     while True:
         items = [next(dataset) for _ in range(settings.batch_size)]
         a = torch.from_numpy(np.stack([i[0] for i in items]))[:, None]
@@ -114,7 +116,7 @@ def train(
         log(f"resumed from step {step}")
     model.train()
     history_file = out / "history.jsonl"
-    batches = _batches(s, cfg.prompts)
+    batches = _batches(s, cfg.prompts, step)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16")
     tick = time.perf_counter()
     running: dict[str, float] = {}
