@@ -101,9 +101,10 @@ class ImageData:
         n = array.ndim - rgb
         given = not (self.spacing is None and self.origin is None and self.direction is None)
         if n not in (2, 3):
+            hint = f"pick one 3-D volume along the axis you want, e.g. array[0] for the first of {array.shape[0]}"
             raise InputError(
-                f"Only 2-D images and 3-D volumes are supported, but this array has shape {array.shape}; "
-                "select a single image or volume first."
+                f"Only 2-D images and 3-D volumes are supported, but this array has shape {array.shape}, which is "
+                f"{n}-D; " + (f"{hint}." if n > 3 else "give at least two dimensions.")
             )
         spacing = _vector(self.spacing, n, 1.0, "spacing")
         if min(spacing) <= 0:
