@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torchvision
-
 from conftest import rel_l2
+
 from napari_upfusion.model import torchvision_convnext_to_timm
 from napari_upfusion.model.modules import build_backbone
 

@@ -178,7 +178,7 @@ def test_out_of_memory_halves_the_batch_and_loses_no_slice(small, cuda_style):
 
 
 def test_prompt_code_is_computed_once_per_call(small, monkeypatch):
-    import napari_upfusion.engine.api as api
+    from napari_upfusion.engine import api
 
     calls = []
     real = api.encode_prompt

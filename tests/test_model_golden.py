@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-
 from conftest import DATA, rel_l2
+
 from napari_upfusion.engine.runner import SliceRunner
 from napari_upfusion.model import get_config
 
@@ -31,7 +30,7 @@ def test_paper_config_matches_manifest_shapes(paper_model):
 
     manifest = json.loads((DATA / "official_state_dict_manifest.json").read_text())
     fake = {k: torch.empty(shape) for k, shape in manifest["tensors"]}
-    mapped, ignored, unknown = convert_authors_state_dict(fake)
+    mapped, _, unknown = convert_authors_state_dict(fake)
     assert not unknown
     ours = paper_model.state_dict()
     assert set(mapped) == set(ours)

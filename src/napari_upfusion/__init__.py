@@ -2,47 +2,83 @@
 
 The public Python API::
 
-    from napari_upfusion import fuse, load_model, read_image, write_image
-    fused = fuse(mri, pet, modalities=("MRI", "PET"))
+    import napari_upfusion as nu
+    mri, pet = nu.read_image("mri.nii.gz"), nu.read_image("pet.nii.gz")
+    fused = nu.fuse(mri, pet, modalities=("MRI", "PET"))
+    nu.write_image(fused, "fused.nii.gz")
 
-``fuse_layers`` (napari) is imported lazily so that the library works without a display.
+Names are imported on first use, so ``import napari_upfusion`` (and napari's
+reader or sample data) does not load torch; ``fuse_layers`` needs napari.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .engine.registry import available_fusers, register_fuser
+from .errors import FusionCancelled, InputError, UPFusionError
+
 __version__ = "0.1.0"
 
-from . import baselines as _baselines  # noqa: E402,F401 - registers the classical fusers
-from .engine.api import FusionEngine, FusionResult, fuse, get_engine  # noqa: E402
-from .engine.image import ImageData  # noqa: E402
-from .engine.io import read_image, write_image  # noqa: E402
-from .engine.registry import available_fusers  # noqa: E402
-from .errors import FusionCancelled, InputError, UPFusionError  # noqa: E402
-from .model import UPFusion, UPFusionConfig, load_model  # noqa: E402
+_LAZY = {
+    "fuse": "engine.api",
+    "FusionEngine": "engine.api",
+    "FusionResult": "engine.api",
+    "get_engine": "engine.api",
+    "ImageData": "engine.image",
+    "read_image": "engine.io",
+    "write_image": "engine.io",
+    "load_model": "model",
+    "UPFusion": "model",
+    "UPFusionConfig": "model",
+    "fuse_layers": "_layers",
+}
 
-__all__ = [
-    "__version__",
-    "fuse",
-    "fuse_layers",
-    "FusionEngine",
-    "FusionResult",
-    "get_engine",
-    "ImageData",
-    "read_image",
-    "write_image",
-    "available_fusers",
-    "load_model",
-    "UPFusion",
-    "UPFusionConfig",
-    "UPFusionError",
-    "InputError",
-    "FusionCancelled",
-]
+__all__ = ["__version__", "available_fusers", "FusionCancelled", "InputError", "UPFusionError", *_LAZY]
+
+if TYPE_CHECKING:
+    from ._layers import fuse_layers
+    from .engine.api import FusionEngine, FusionResult, fuse, get_engine
+    from .engine.image import ImageData
+    from .engine.io import read_image, write_image
+    from .model import UPFusion, UPFusionConfig, load_model
 
 
-def __getattr__(name: str):
-    if name == "fuse_layers":
-        from ._layers import fuse_layers
-
-        return fuse_layers
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'napari_upfusion' has no attribute {name!r}")
+
+
+def _network(source: str):
+    def build(device):
+        from .model import load_model
+
+        return load_model(source, device)
+
+    return build
+
+
+def _classical(class_name: str):
+    def build(device):
+        from . import baselines
+
+        return getattr(baselines, class_name)().to(device).eval()
+
+    return build
+
+
+register_fuser("small", _network("small"), "the project's own small UP-Fusion, shipped in the package (CPU-friendly)")
+register_fuser(
+    "paper", _network("paper"), "the authors' released UP-Fusion weights (Fuse.pth, which you download)", True
+)
+register_fuser("average", _classical("AverageFuser"), "classical: the pixel-wise mean of the two images")
+register_fuser("maximum", _classical("MaximumFuser"), "classical: the pixel-wise maximum of the two images")
+register_fuser(
+    "laplacian",
+    _classical("LaplacianFuser"),
+    "classical: Laplacian-pyramid fusion (larger detail per level, averaged base)",
+)

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine.registry import register_fuser
 from .errors import InputError
 
-__all__ = ["AverageFuser", "MaximumFuser", "LaplacianFuser", "pyramid_levels"]
+__all__ = ["AverageFuser", "LaplacianFuser", "MaximumFuser", "pyramid_levels"]
 
 #: The pyramid never goes deeper than this (a base of 1/16 of the image is coarse enough to average).
 MAX_LEVELS = 4
@@ -153,19 +152,3 @@ class LaplacianFuser(_ClassicalFuser):
         fused = [torch.where(da.abs() >= db.abs(), da, db) for da, db in zip(pa[:-1], pb[:-1])]
         fused.append((pa[-1] + pb[-1]) / 2)
         return collapse_pyramid(fused)
-
-
-def _factory(cls: type[_ClassicalFuser]):
-    def build(device: torch.device) -> nn.Module:
-        return cls().to(device).eval()
-
-    return build
-
-
-register_fuser("average", _factory(AverageFuser), "Classical baseline: the pixel-wise mean of the two images.")
-register_fuser("maximum", _factory(MaximumFuser), "Classical baseline: the pixel-wise maximum of the two images.")
-register_fuser(
-    "laplacian",
-    _factory(LaplacianFuser),
-    "Classical baseline: Laplacian-pyramid fusion (larger detail per level, averaged base).",
-)

@@ -8,12 +8,12 @@ napari widget shows it as a notification.
 from __future__ import annotations
 
 __all__ = [
-    "UPFusionError",
     "CheckpointError",
-    "WeightsNotFoundError",
-    "PromptError",
-    "InputError",
     "FusionCancelled",
+    "InputError",
+    "PromptError",
+    "UPFusionError",
+    "WeightsNotFoundError",
 ]
 
 

@@ -47,18 +47,18 @@ from scipy.signal import convolve2d
 from .errors import InputError
 
 __all__ = [
-    "METRIC_NAMES",
-    "round_grey",
-    "EN",
-    "SD",
-    "SF",
     "AG",
+    "EN",
+    "METRIC_NAMES",
     "MI",
     "SCD",
+    "SD",
+    "SF",
+    "SSIM",
     "VIF",
     "Qabf",
-    "SSIM",
     "evaluate",
+    "round_grey",
 ]
 
 #: The metrics :func:`evaluate` returns, in the order papers print them (AG last, as it is optional there).

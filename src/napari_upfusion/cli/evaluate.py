@@ -1,6 +1,6 @@
 """``upfusion evaluate``: score fusers on two folders of registered image pairs.
 
-    upfusion evaluate A_DIR B_DIR --fuser average --fuser maximum --fuser laplacian [--save DIR]
+    upfusion evaluate A_DIR B_DIR --modalities MRI CT --fuser small --fuser laplacian [--save DIR]
 
 prints one row per metric and one column per fuser (means over the pairs).
 No maths here: see :mod:`napari_upfusion.evaluation`.
@@ -34,8 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="NAME",
         help=f"a registered fuser to score; repeat for several (default: {', '.join(DEFAULT_FUSERS)})",
     )
+    parser.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "CT"], type=str.upper,
+                        help="modality of A_DIR and of B_DIR (default: MRI CT); sets the intensity rule and prompt")
+    parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the pair's built-in prompt)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
     parser.add_argument("--device", default="cpu", help="torch device the fusers run on (default: cpu)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--digits", type=int, default=4, help="decimals printed (default: 4)")
     return parser
 
@@ -50,7 +54,17 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"\r{done}/{total} pairs", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    results = evaluate_pairs(args.a_dir, args.b_dir, fusers, save_dir=args.save, device=args.device, progress=progress)
+    results = evaluate_pairs(
+        args.a_dir,
+        args.b_dir,
+        fusers,
+        modalities=tuple(args.modalities),
+        prompt=args.prompt,
+        save_dir=args.save,
+        device=args.device,
+        precision=args.precision,
+        progress=progress,
+    )
     print(format_table(results, digits=args.digits))
     if args.save is not None:
         print(f"fused images written under {args.save}", file=sys.stderr)

@@ -19,8 +19,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,33 +35,27 @@ from . import color as colour
 from .geometry import match_grids
 from .image import ImageData
 from .intensity import check_finite, normalize
-from .registry import available_fusers, build_fuser, register_fuser, uses_text
+from .registry import available_fusers, build_fuser, uses_text
 from .runner import CancelToken, ProgressCallback, SliceRunner, resolve_device, resolve_precision
 
-__all__ = ["FusionEngine", "FusionResult", "fuse", "get_engine", "MIN_SLICE"]
+__all__ = ["MIN_SLICE", "FusionEngine", "FusionResult", "fuse", "get_engine"]
 
 #: Smallest slice side (pixels) that is fused; smaller slices usually mean a wrong ``axis``.
 MIN_SLICE = 16
 
-register_fuser(
-    "small",
-    lambda device: load_model("small", device),
-    "the project's own small UP-Fusion, shipped in the package (CPU-friendly)",
-)
-register_fuser(
-    "paper",
-    lambda device: load_model("paper", device),
-    "the authors' released UP-Fusion weights (Fuse.pth, downloaded by you)",
-    needs_weights=True,
-)
-
-
 @dataclass
 class FusionResult:
-    """A fused image and the record of how it was made (``info``: inputs, model, prompt, device, ...)."""
+    """A fused image, the record of how it was made, and the fused luminance.
+
+    ``image`` is the result (in colour when an input was); ``info`` records the
+    inputs, model, prompt, device, precision and timing; ``luma`` is the fused
+    Y channel (``a``'s spatial shape, float32 in ``[0, 1]``), which is what the
+    network produced before any chroma was put back.
+    """
 
     image: ImageData
     info: dict[str, Any] = field(default_factory=dict)
+    luma: np.ndarray | None = None
 
 
 @dataclass
@@ -236,10 +231,11 @@ class FusionEngine:
         prep_a = _split_colour(img_a, "a", modalities[0], window if modalities[0] == "CT" else None, None)
         prep_b = _split_colour(img_b, "b", modalities[1], window if modalities[1] == "CT" else None, colormap)
         runner = SliceRunner(self.fuser, self.device, self.precision, self.batch_size)
-        fused = _unslice(runner.run(_slices(prep_a.luma, axis), _slices(prep_b.luma, axis), code, progress, cancel), ndim, axis)
+        luma = _unslice(runner.run(_slices(prep_a.luma, axis), _slices(prep_b.luma, axis), code, progress, cancel), ndim, axis)
+        fused = luma
         chroma = prep_b.chroma if prep_b.chroma is not None else prep_a.chroma
         if chroma is not None and color_output is not False:
-            fused = colour.ycbcr_to_rgb(np.concatenate([fused[..., None], chroma], axis=-1))
+            fused = colour.ycbcr_to_rgb(np.concatenate([luma[..., None], chroma], axis=-1))
         info = {
             "package": "napari-upfusion",
             "version": __version__,
@@ -259,7 +255,7 @@ class FusionEngine:
         }
         result = img_a.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
         result = dataclasses.replace(result, metadata={"upfusion": info})
-        return FusionResult(result, info)
+        return FusionResult(result, info, luma)
 
 
 _ENGINES: OrderedDict[tuple, FusionEngine] = OrderedDict()

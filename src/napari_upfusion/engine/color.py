@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["COLORMAPS", "rgb_to_ycbcr", "ycbcr_to_rgb", "is_grey_rgb", "apply_colormap"]
+__all__ = ["COLORMAPS", "apply_colormap", "is_grey_rgb", "rgb_to_ycbcr", "ycbcr_to_rgb"]
 
 _RGB_TO_YCBCR = np.array(
     [

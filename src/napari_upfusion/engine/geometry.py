@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from .image import ImageData
 
-__all__ = ["INTERPOLATIONS", "resample_to", "register_rigid", "match_grids"]
+__all__ = ["INTERPOLATIONS", "match_grids", "register_rigid", "resample_to"]
 
 INTERPOLATIONS: tuple[str, ...] = ("linear", "nearest", "bspline")
 _SHRINK = [4, 2, 1]  # registration pyramid

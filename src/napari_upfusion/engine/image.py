@@ -30,8 +30,9 @@ caller's data through an ``ImageData``; copy it before changing it in place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class ImageData:
         *,
         rgb: bool | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> "ImageData":
+    ) -> ImageData:
         """Wrap a numpy array, with unit spacing, zero origin and identity direction by default.
 
         Parameters
@@ -173,7 +174,7 @@ class ImageData:
         has_geometry: bool = True,
         metadata: dict[str, Any] | None = None,
         nifti_header: Any = None,
-    ) -> "ImageData":
+    ) -> ImageData:
         """Build from an index-to-world affine in array axis order (inverse of :meth:`index_to_world_affine`).
 
         Parameters
@@ -206,7 +207,7 @@ class ImageData:
             nifti_header=nifti_header,
         )
 
-    def with_array(self, array: np.ndarray, *, rgb: bool | None = None) -> "ImageData":
+    def with_array(self, array: np.ndarray, *, rgb: bool | None = None) -> ImageData:
         """The same geometry, metadata and header with new pixel data of the same spatial shape.
 
         Parameters
@@ -255,7 +256,7 @@ class ImageData:
         affine[:-1, -1] = self.origin
         return affine
 
-    def same_grid(self, other: "ImageData", tol: float = 1e-4) -> bool:
+    def same_grid(self, other: ImageData, tol: float = 1e-4) -> bool:
         """Whether ``other`` samples the same points: same spatial shape, spacing, origin and direction.
 
         Parameters
@@ -296,7 +297,7 @@ class ImageData:
         return image
 
     @classmethod
-    def from_sitk(cls, image: Any, metadata: dict[str, Any] | None = None) -> "ImageData":
+    def from_sitk(cls, image: Any, metadata: dict[str, Any] | None = None) -> ImageData:
         """Wrap a ``SimpleITK.Image`` (scalar, or RGB/RGBA vector) with its geometry.
 
         Parameters
@@ -359,7 +360,7 @@ class ImageData:
         *,
         rgb: bool | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> "ImageData":
+    ) -> ImageData:
         """Inverse of :meth:`napari_geometry`: the image that a napari layer with this geometry shows.
 
         Parameters

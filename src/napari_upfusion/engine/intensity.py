@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["CT_WINDOWS", "DEFAULT_PERCENTILES", "normalize", "check_finite", "looks_like_hounsfield"]
+__all__ = ["CT_WINDOWS", "DEFAULT_PERCENTILES", "check_finite", "looks_like_hounsfield", "normalize"]
 
 #: Named CT windows as ``(level, width)`` in Hounsfield units.
 CT_WINDOWS: dict[str, tuple[float, float]] = {

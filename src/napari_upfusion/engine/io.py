@@ -39,8 +39,8 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,11 +48,11 @@ from ..errors import InputError
 from .image import ImageData
 
 __all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "array_affine_to_nifti_affine",
+    "nifti_affine_to_array_affine",
     "read_image",
     "write_image",
-    "SUPPORTED_EXTENSIONS",
-    "nifti_affine_to_array_affine",
-    "array_affine_to_nifti_affine",
 ]
 
 # extension -> format name; the name picks the reader and writer below.

@@ -6,21 +6,24 @@ multiples of 8) and a text code ``[1, D]`` (or ``None`` when its
 ``uses_text`` attribute is false) and returns ``[B, 1, H, W]``.  The engine
 clamps the result to ``[0, 1]``.
 
-Modules beside the engine (the classical baselines, for instance) register
-themselves here with :func:`register_fuser`; the engine never imports them.
+The package's ``__init__`` declares every built-in fuser here with a factory
+that imports its module only when the fuser is built, so the engine never
+imports the modules beside it (the classical baselines, for instance).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 
-__all__ = ["FuserInfo", "register_fuser", "available_fusers", "build_fuser", "uses_text"]
+if TYPE_CHECKING:  # the registry stays light: nothing heavy is imported until a fuser is built
+    import torch
+    from torch import nn
+
+__all__ = ["FuserInfo", "available_fusers", "build_fuser", "register_fuser", "uses_text"]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,13 +27,13 @@ from torch import nn
 from ..errors import FusionCancelled, UPFusionError
 
 __all__ = [
-    "ProgressCallback",
     "CancelToken",
-    "resolve_device",
-    "resolve_precision",
-    "pad_to_multiple",
+    "ProgressCallback",
     "SliceRunner",
     "is_out_of_memory",
+    "pad_to_multiple",
+    "resolve_device",
+    "resolve_precision",
 ]
 
 ProgressCallback = Callable[[int, int], None]

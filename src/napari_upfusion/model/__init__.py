@@ -17,18 +17,18 @@ from .factory import create_model, get_config, list_configs
 from .upfusion import UPFusion, UPFusionConfig, luminance
 
 __all__ = [
+    "LoadReport",
     "UPFusion",
     "UPFusionConfig",
-    "luminance",
+    "bundled_weights",
+    "convert_authors_state_dict",
     "create_model",
+    "find_paper_checkpoint",
     "get_config",
     "list_configs",
     "load_model",
-    "save_checkpoint",
+    "luminance",
     "read_checkpoint_file",
-    "convert_authors_state_dict",
+    "save_checkpoint",
     "torchvision_convnext_to_timm",
-    "find_paper_checkpoint",
-    "bundled_weights",
-    "LoadReport",
 ]

@@ -13,14 +13,14 @@ from torch import nn
 
 __all__ = [
     "ChannelLayerNorm",
-    "GatedDconvFFN",
-    "TransposedAttention",
-    "TransformerBlock",
     "Downsample",
+    "GatedDconvFFN",
+    "TransformerBlock",
+    "TransposedAttention",
     "Upsample",
-    "transformer_stage",
-    "split_heads",
     "merge_heads",
+    "split_heads",
+    "transformer_stage",
 ]
 
 

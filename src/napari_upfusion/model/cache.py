@@ -9,7 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["cache_dir", "CACHE_ENV", "file_sha256", "atomic_write_text"]
+__all__ = ["CACHE_ENV", "atomic_write_text", "cache_dir", "file_sha256"]
 
 #: Environment variable that moves the whole cache (checkpoints, CLIP weights, prompt codes).
 CACHE_ENV = "UPFUSION_CACHE_DIR"

@@ -25,10 +25,11 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -37,7 +38,7 @@ from safetensors.torch import save_file as save_safetensors
 
 from ..errors import CheckpointError, WeightsNotFoundError
 from .cache import cache_dir
-from .factory import create_model, get_config
+from .factory import get_config
 from .upfusion import UPFusion, UPFusionConfig
 
 __all__ = [
@@ -45,13 +46,13 @@ __all__ = [
     "PAPER_CHECKPOINT_ENV",
     "PAPER_CHECKPOINT_LINKS",
     "LoadReport",
-    "load_model",
-    "save_checkpoint",
-    "read_checkpoint_file",
-    "convert_authors_state_dict",
-    "torchvision_convnext_to_timm",
-    "find_paper_checkpoint",
     "bundled_weights",
+    "convert_authors_state_dict",
+    "find_paper_checkpoint",
+    "load_model",
+    "read_checkpoint_file",
+    "save_checkpoint",
+    "torchvision_convnext_to_timm",
 ]
 
 FORMAT_NAME = "napari-upfusion"
@@ -294,7 +295,7 @@ def convert_authors_state_dict(
     ignored: list[str] = []
     unknown: list[str] = []
     for key, value in state.items():
-        bare = key[len("module.") :] if key.startswith("module.") else key
+        bare = key.removeprefix("module.")
         try:
             new = _map_authors_key(bare)
         except KeyError:
@@ -342,7 +343,7 @@ def _unwrap_authors(content: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     state = content.get("AWF", content)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         return None
-    bare = {k[len("module.") :] if k.startswith("module.") else k for k in state}
+    bare = {k.removeprefix("module.") for k in state}
     return state if "patch_embed.proj.weight" in bare and "ir_imb.proj.weight" in bare else None
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import torch
 
 from .upfusion import UPFusion, UPFusionConfig
 
-__all__ = ["list_configs", "get_config", "create_model"]
+__all__ = ["create_model", "get_config", "list_configs"]
 
 
 def _config_files() -> dict[str, resources.abc.Traversable]:
@@ -23,7 +23,7 @@ def list_configs() -> list[str]:
     return sorted(_config_files())
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_config(name: str) -> UPFusionConfig:
     """The named configuration; raises ``KeyError`` with the known names if there is none."""
     files = _config_files()

@@ -20,8 +20,8 @@ from torch import nn
 from .blocks import ChannelLayerNorm, GatedDconvFFN, channel_attention_logits, merge_heads, split_heads
 
 __all__ = [
-    "SemanticChannelPruning",
     "GeometricAffineModulation",
+    "SemanticChannelPruning",
     "TextChannelPerturbation",
     "TopKCrossAttention",
     "build_backbone",
@@ -77,7 +77,7 @@ class SemanticChannelPruning(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
         self.expand = nn.Conv2d(self.keep, channels, 1, bias=False)
 
-    def train(self, mode: bool = True) -> "SemanticChannelPruning":
+    def train(self, mode: bool = True) -> SemanticChannelPruning:
         super().train(mode)
         self.backbone.eval()  # frozen: no dropout or drop-path, whatever the mode
         return self

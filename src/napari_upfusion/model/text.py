@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -29,16 +29,16 @@ from .upfusion import UPFusion
 
 __all__ = [
     "AUTHORS_PROMPT",
+    "CLIP_WEIGHTS_ENV",
     "DEFAULT_PROMPTS",
     "MODALITIES",
-    "pair_key",
-    "default_prompt",
     "ClipTextEncoder",
     "PromptCodeCache",
-    "find_clip_weights",
-    "encode_prompt",
+    "default_prompt",
     "download_clip_weights",
-    "CLIP_WEIGHTS_ENV",
+    "encode_prompt",
+    "find_clip_weights",
+    "pair_key",
 ]
 
 #: The generic prompt of the authors' test and training scripts, verbatim.
@@ -202,7 +202,7 @@ class ClipTextEncoder:
             state = _read_clip_state(self.weights)
             cast = torch.float16 if self.precision == "fp16" else None
             model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=cast)
-        except Exception as error:  # any failure here means the file is not CLIP ViT-B/32 weights
+        except Exception as error:  # noqa: BLE001 - any failure here means the file is not CLIP weights
             raise WeightsNotFoundError(
                 f"{self.weights} could not be read as CLIP ViT-B/32 weights ({type(error).__name__}: {error}); "
                 "use OpenAI's ViT-B-32.pt or run `upfusion download clip`."
@@ -235,7 +235,7 @@ class PromptCodeCache:
     folder: Path
 
     @classmethod
-    def default(cls) -> "PromptCodeCache":
+    def default(cls) -> PromptCodeCache:
         return cls(cache_dir() / "prompt_codes")
 
     def _path(self, identity: str, prompt: str) -> Path:

@@ -20,7 +20,7 @@ from torch import nn
 from .blocks import Downsample, Upsample, transformer_stage
 from .modules import GeometricAffineModulation, SemanticChannelPruning, TextChannelPerturbation
 
-__all__ = ["UPFusionConfig", "UPFusion", "luminance"]
+__all__ = ["UPFusion", "UPFusionConfig", "luminance"]
 
 #: ITU-R BT.601 luma weights, used by the authors to turn an RGB first input into one channel.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -77,7 +77,7 @@ class UPFusionConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UPFusionConfig":
+    def from_dict(cls, data: dict[str, Any]) -> UPFusionConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

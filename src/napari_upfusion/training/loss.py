@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sobel_magnitude", "ssim", "fusion_loss"]
+__all__ = ["fusion_loss", "sobel_magnitude", "ssim"]
 
 _SOBEL = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]])
 
