@@ -73,6 +73,11 @@ def merge_heads(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x.reshape(b, heads * c, height, width)
 
 
+def full_precision(device_type: str):
+    """A context in which autocast is off, for the few decisions (top-k rankings) that must not see bf16 noise."""
+    return torch.autocast(device_type, enabled=False)
+
+
 def channel_attention_logits(q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of every query channel with every key channel, scaled per head."""
     q = F.normalize(q, dim=-1)

@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ChannelLayerNorm, GatedDconvFFN, channel_attention_logits, merge_heads, split_heads
+from .blocks import (
+    ChannelLayerNorm,
+    GatedDconvFFN,
+    channel_attention_logits,
+    full_precision,
+    merge_heads,
+    split_heads,
+)
 
 __all__ = [
     "GeometricAffineModulation",
@@ -89,9 +96,12 @@ class SemanticChannelPruning(nn.Module):
             return self.backbone.forward_features(rgb).mean(dim=(2, 3))
 
     def channel_scores(self, x: torch.Tensor) -> torch.Tensor:
-        se = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(x.mean(dim=(2, 3))))))
-        semantic = torch.sigmoid(self.backbone_fc(self.semantic_features(x)))
-        return se + self.alpha * semantic
+        """Per-channel keep scores ``[B, C]``, computed in float32 even under autocast (they feed a top-k)."""
+        with full_precision(x.device.type):
+            x = x.float()
+            se = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(x.mean(dim=(2, 3))))))
+            semantic = torch.sigmoid(self.backbone_fc(self.semantic_features(x)))
+            return se + self.alpha * semantic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         index = self.channel_scores(x).topk(self.keep, dim=1).indices
@@ -134,10 +144,12 @@ class TopKCrossAttention(nn.Module):
         h, w = query.shape[-2:]
         q = split_heads(self.q_dwconv(self.q(query)), self.heads)
         k, v = (split_heads(t, self.heads) for t in self.kv_dwconv(self.kv(context)).chunk(2, dim=1))
-        logits = channel_attention_logits(q, k, self.temperature)
-        top = logits.topk(self.topk, dim=-1)
-        masked = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
-        out = (masked.softmax(dim=-1) @ v) * self.gain
+        with full_precision(q.device.type):  # the top-k mask is a ranking: float32 keeps it stable
+            logits = channel_attention_logits(q.float(), k.float(), self.temperature)
+            top = logits.topk(self.topk, dim=-1)
+            masked = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
+            weights = masked.softmax(dim=-1)
+        out = (weights.to(v.dtype) @ v) * self.gain
         return self.project_out(merge_heads(out, h, w))
 
 
@@ -181,14 +193,20 @@ class TextChannelPerturbation(nn.Module):
         self.ffn = GatedDconvFFN(dim, expansion, bias)
 
     def channel_order(self, text_code: torch.Tensor) -> torch.Tensor:
-        """Permutation ``[B, 2*dim]`` of the concatenated channels that the text code asks for."""
-        scores = self.text_fc2(F.relu(self.text_fc1(text_code)))
-        return scores.topk(scores.shape[1], dim=1).indices
+        """Permutation ``[B, 2*dim]`` of the concatenated channels that the text code asks for (float32)."""
+        with full_precision(text_code.device.type):
+            scores = self.text_fc2(F.relu(self.text_fc1(text_code.float())))
+            return scores.topk(scores.shape[1], dim=1).indices
+
+    def se_keep(self, both: torch.Tensor) -> torch.Tensor:
+        """Indices ``[B, keep]`` of the concatenated channels with the largest SE weights (float32)."""
+        with full_precision(both.device.type):
+            se = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(both.float().mean(dim=(2, 3))))))
+            return se.topk(self.keep, dim=1).indices
 
     def forward(self, feat_a: torch.Tensor, feat_b: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
         both = torch.cat([feat_a, feat_b], dim=1)
-        se = torch.sigmoid(self.se_fc2(F.relu(self.se_fc1(both.mean(dim=(2, 3))))))
-        selected = self.select_proj(gather_channels(both, se.topk(self.keep, dim=1).indices))
+        selected = self.select_proj(gather_channels(both, self.se_keep(both)))
         perturbed = gather_channels(selected, self.channel_order(text_code))
         attended = self.attn(self.norm_q(self.merge(perturbed)), self.norm_kv(self.merge(both)))
         return attended + self.ffn(self.norm_out(attended))

@@ -1,0 +1,207 @@
+"""``upfusion bench``: slices per second, peak memory and accuracy of each fusion path.
+
+Every configuration is measured against a *reference run in the same process on
+the same weights and slices*: the authors' semantics, one slice at a time,
+float32, each slice padded on its own (``SliceRunner(batch_size=1,
+precision="fp32")``).  Each fast path reports its speed-up over that reference
+and the relative L2 error of its output against it, so no speed-up can change
+results silently beyond its precision.
+
+The slices are a deterministic synthetic stack (smooth structures plus texture)
+so that runs are comparable between machines; fusion cost does not depend on
+content.  Peak host memory is the resident-set growth during a run, sampled
+every 5 ms; peak GPU memory is torch's allocator peak.
+
+This module sits beside the engine and uses it; nothing in layers 1-2 imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .engine.runner import SliceRunner, resolve_device, resolve_precision
+from .model import create_model, load_model
+from .model.text import default_prompt, encode_prompt
+
+__all__ = ["BenchRow", "synthetic_stack", "run_benchmark", "format_rows", "hardware"]
+
+
+@dataclass
+class BenchRow:
+    """One measured path."""
+
+    config: str
+    weights: str
+    device: str
+    precision: str
+    channels_last: bool
+    size: int
+    batch: int
+    slices: int
+    seconds: float
+    slices_per_s: float
+    peak_host_mb: float
+    peak_gpu_mb: float | None
+    speedup: float
+    rel_l2: float
+
+
+def hardware(device: torch.device) -> str:
+    """A one-line description of the machine a figure came from."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def synthetic_stack(slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two deterministic ``[slices, size, size]`` float32 stacks in ``[0, 1]`` with anatomy-like structure."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    a, b = [], []
+    for i in range(slices):
+        phase = i / max(1, slices)
+        ring = np.exp(-((np.hypot(x - 0.5, y - 0.5) - 0.3 - 0.05 * phase) ** 2) / 0.002)
+        texture = 0.5 + 0.25 * np.sin(40 * x + 7 * phase) * np.cos(33 * y)
+        blob = np.exp(-((x - 0.4 - 0.2 * phase) ** 2 + (y - 0.55) ** 2) / 0.01)
+        a.append(np.clip(0.6 * texture * (np.hypot(x - 0.5, y - 0.5) < 0.35) + 0.4 * ring, 0, 1))
+        b.append(np.clip(blob + 0.05 * rng.random((size, size)), 0, 1))
+    return np.asarray(a, np.float32), np.asarray(b, np.float32)
+
+
+class _PeakRSS:
+    """Resident-set growth of this process while the context is open (sampled every 5 ms)."""
+
+    def __enter__(self) -> "_PeakRSS":
+        import psutil
+
+        self._process = psutil.Process()
+        self.base = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _load(config: str, checkpoint: str | None, device: torch.device) -> tuple[torch.nn.Module, str]:
+    if checkpoint:
+        return load_model(checkpoint, device), Path(checkpoint).name
+    if config == "small":
+        return load_model("small", device), "bundled"
+    try:
+        return load_model(config, device), "released"
+    except Exception:  # noqa: BLE001 - no weights here: speed does not depend on them, say so in the table
+        torch.manual_seed(0)
+        return create_model(config, device).eval().requires_grad_(False), "random init"
+
+
+def _measure(runner: SliceRunner, a: np.ndarray, b: np.ndarray, code: torch.Tensor, repeat: int):
+    runner.run(a[: max(1, min(len(a), 2))], b[: max(1, min(len(b), 2))], code)  # warm-up (kernels, allocator)
+    if runner.device.type == "cuda":
+        torch.cuda.synchronize(runner.device)
+        torch.cuda.reset_peak_memory_stats(runner.device)
+    best, out = float("inf"), None
+    with _PeakRSS() as rss:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            out = runner.run(a, b, code)
+            if runner.device.type == "cuda":
+                torch.cuda.synchronize(runner.device)
+            best = min(best, time.perf_counter() - start)
+    gpu = torch.cuda.max_memory_allocated(runner.device) / 2**20 if runner.device.type == "cuda" else None
+    return out, best, rss.growth_mb, gpu
+
+
+def run_benchmark(
+    configs: tuple[str, ...] = ("small", "paper"),
+    *,
+    device: str = "auto",
+    size: int = 256,
+    slices: int | None = None,
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    batch: int | str = "auto",
+    channels_last: tuple[bool, ...] = (False, True),
+    checkpoint: str | None = None,
+    repeat: int = 1,
+    log=None,
+) -> list[BenchRow]:
+    """Measure the reference and every requested fast path for each config; one :class:`BenchRow` each."""
+    dev = resolve_device(device)
+    rows: list[BenchRow] = []
+    for config in configs:
+        model, weights = _load(config, checkpoint if config != "small" else None, dev)
+        count = slices or (8 if config == "paper" and dev.type == "cpu" else 32)
+        a, b = synthetic_stack(count, size)
+        code = encode_prompt(model, default_prompt("MRI", "PET")) if model.config.text_encoder == "prompt-table" else torch.randn(1, 512, generator=torch.Generator().manual_seed(0))
+        reference_runner = SliceRunner(model, dev, "fp32", batch_size=1)
+        ref_out, ref_s, ref_mem, ref_gpu = _measure(reference_runner, a, b, code, repeat)
+        rows.append(BenchRow(config, weights, str(dev), "fp32", False, size, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0))
+        if log:
+            log(rows[-1])
+        for precision in precisions:
+            try:
+                precision = resolve_precision(precision, dev)
+            except Exception:  # noqa: BLE001 - a precision this device lacks is skipped, not fatal
+                continue
+            for cl in channels_last:
+                runner = SliceRunner(model, dev, precision, batch_size=batch, channels_last=cl)
+                out, seconds, mem, gpu = _measure(runner, a, b, code, repeat)
+                err = float(np.linalg.norm(out - ref_out) / max(np.linalg.norm(ref_out), 1e-12))
+                rows.append(
+                    BenchRow(config, weights, str(dev), precision, cl, size, runner.batch_size_used or 1, count,
+                             seconds, count / seconds, mem, gpu, ref_s / seconds, err)
+                )  # fmt: skip
+                if log:
+                    log(rows[-1])
+        del model
+    return rows
+
+
+def format_rows(rows: list[BenchRow], device: torch.device | None = None) -> str:
+    """The benchmark table as plain text, with the hardware it came from."""
+    head = ["config", "weights", "device", "precision", "ch-last", "slice", "batch", "slices/s", "host MB", "GPU MB", "x ref", "rel L2"]
+    body = [
+        [r.config, r.weights, r.device, r.precision, "yes" if r.channels_last else "no", f"{r.size}x{r.size}", str(r.batch),
+         f"{r.slices_per_s:.2f}", f"{r.peak_host_mb:.0f}", "-" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.0f}",
+         "ref" if r.batch == 1 and r.precision == "fp32" and not r.channels_last and r.speedup == 1.0 else f"{r.speedup:.2f}",
+         f"{r.rel_l2:.1e}"]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    if device is not None:
+        lines.append(f"hardware: {hardware(device)}")
+    return "\n".join(lines)
+
+
+def rows_to_json(rows: list[BenchRow], device: torch.device) -> str:
+    """The rows and the hardware as JSON (``upfusion bench --json``)."""
+    return json.dumps({"hardware": hardware(device), "rows": [asdict(r) for r in rows]}, indent=2)

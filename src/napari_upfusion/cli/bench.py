@@ -1,0 +1,50 @@
+"""``upfusion bench``: the speed and memory table (slices per second, peak memory, ratio to the reference)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bench",
+        help="measure slices/s, peak memory and accuracy of each fusion path against the authors' semantics",
+        description="Each row is compared with a reference run in the same process on the same weights: one slice "
+        "at a time, fp32, padded per slice (the authors' test script).",
+    )
+    p.add_argument("--config", action="append", dest="configs", help="small, paper (repeatable; default: both)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=256, help="slice side in pixels (default 256)")
+    p.add_argument("--slices", type=int, help="slices per run (default: 32, or 8 for paper on a CPU)")
+    p.add_argument("--precision", action="append", dest="precisions", help="fp32, bf16, fp16 (default: fp32 and bf16)")
+    p.add_argument("--batch-size", default="auto")
+    p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
+    p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest counts")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..bench import format_rows, rows_to_json, run_benchmark
+    from ..engine.runner import resolve_device
+
+    layouts = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
+    rows = run_benchmark(
+        tuple(args.configs or ("small", "paper")),
+        device=args.device,
+        size=args.size,
+        slices=args.slices,
+        precisions=tuple(args.precisions or ("fp32", "bf16")),
+        batch=args.batch_size if args.batch_size == "auto" else int(args.batch_size),
+        channels_last=layouts,
+        checkpoint=args.checkpoint,
+        repeat=args.repeat,
+        log=None if args.json else (lambda row: print(f"  measured {row.config} {row.precision} batch {row.batch}: "
+                                                      f"{row.slices_per_s:.2f} slices/s", file=sys.stderr)),
+    )  # fmt: skip
+    device = resolve_device(args.device)
+    print(rows_to_json(rows, device) if args.json else format_rows(rows, device))
+    return 0
