@@ -181,7 +181,7 @@ def test_cli_defaults_to_the_three_baselines(tmp_path, capsys):
 def test_cli_main_reports_bad_input_in_one_sentence(tmp_path, capsys):
     from napari_upfusion.cli import main
 
-    a_dir, b_dir = _write_pairs(tmp_path)
+    a_dir, _ = _write_pairs(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["evaluate", str(a_dir), str(empty)]) == 2

@@ -35,7 +35,24 @@ _LAZY = {
     "fuse_layers": "_layers",
 }
 
-__all__ = ["__version__", "available_fusers", "FusionCancelled", "InputError", "UPFusionError", *_LAZY]
+__all__ = [
+    "FusionCancelled",
+    "FusionEngine",
+    "FusionResult",
+    "ImageData",
+    "InputError",
+    "UPFusion",
+    "UPFusionConfig",
+    "UPFusionError",
+    "__version__",
+    "available_fusers",
+    "fuse",
+    "fuse_layers",
+    "get_engine",
+    "load_model",
+    "read_image",
+    "write_image",
+]
 
 if TYPE_CHECKING:
     from ._layers import fuse_layers

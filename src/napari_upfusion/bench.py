@@ -32,7 +32,7 @@ from .engine.runner import SliceRunner, resolve_device, resolve_precision
 from .model import create_model, load_model
 from .model.text import default_prompt, encode_prompt
 
-__all__ = ["BenchRow", "synthetic_stack", "run_benchmark", "format_rows", "hardware"]
+__all__ = ["BenchRow", "format_rows", "hardware", "run_benchmark", "synthetic_stack"]
 
 
 @dataclass
@@ -86,7 +86,7 @@ def synthetic_stack(slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, 
 class _PeakRSS:
     """Resident-set growth of this process while the context is open (sampled every 5 ms)."""
 
-    def __enter__(self) -> "_PeakRSS":
+    def __enter__(self) -> _PeakRSS:
         import psutil
 
         self._process = psutil.Process()
