@@ -122,6 +122,27 @@ class SamplePair:
         m[:n, n] = self.origin
         return m
 
+    def images(self):
+        """``(a, b)`` as :class:`~napari_upfusion.engine.image.ImageData` with physical geometry.
+
+        Brain volumes are converted from MNI152's RAS world to the engine's LPS
+        convention (axes 1 and 2 point anterior and right, i.e. against P and L),
+        so a NIfTI written from them lands in MNI space; 2-D pairs keep unit pixels.
+        """
+        from .engine.image import ImageData
+
+        if len(self.spacing) == 3:
+            direction = np.diag([1.0, -1.0, -1.0])
+            origin = (self.origin[0], -self.origin[1], -self.origin[2])
+            geometry = {"spacing": self.spacing, "origin": origin, "direction": direction}
+        else:
+            geometry = {}
+        return tuple(
+            ImageData.from_array(array, **geometry, rgb=array.ndim == len(self.spacing) + 1,
+                                 metadata={"modality": modality, "description": self.description})
+            for array, modality in zip((self.a, self.b), self.modalities)
+        )  # fmt: skip
+
 
 # --------------------------------------------------------------------------
 # Packaged sources
