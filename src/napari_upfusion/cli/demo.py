@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default="small", help="fuser to demonstrate (default: small)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--voxel-mm", type=int, default=2, choices=[1, 2, 3, 4], help="sample resolution (default 2 mm)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if (out / "fused.nii.gz").exists() and not args.force:
         raise InputError(f"{out} already holds a demo; pass --force to overwrite it or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
-    pair = brain_mri_pet()
+    pair = brain_mri_pet(voxel_mm=args.voxel_mm)
     mri, pet = pair.images()
     if not args.quiet:
         print(f"sample: {pair.description}")

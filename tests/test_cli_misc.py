@@ -1,0 +1,60 @@
+"""The other commands: demo (the README's main job), info, download instructions, bench."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+
+from napari_upfusion.cli import main
+from napari_upfusion.cli.info import collect
+from napari_upfusion.metrics import METRIC_NAMES
+
+
+def test_demo_writes_volume_montage_and_metrics(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--voxel-mm", "4", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ("small", "laplacian", "Qabf"))
+    fused, mri = nib.load(out / "fused.nii.gz"), nib.load(out / "mri.nii.gz")
+    assert fused.shape == mri.shape and np.allclose(fused.affine, mri.affine)
+    assert abs(fused.affine[0, 3] - mri.affine[0, 3]) < 1e-6 and fused.get_data_dtype() == np.float32
+    picture = iio.imread(out / "montage.png")
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 10
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["scores"]) == {"small", "average", "maximum", "laplacian"}
+    assert set(report["scores"]["small"]) == set(METRIC_NAMES)
+    assert report["fusion"]["model"] == "small" and report["fusion"]["modalities"] == ["MRI", "PET"]
+    assert main(["demo", "--out", str(out), "--voxel-mm", "4", "-q"]) == 2  # no silent overwrite
+    assert "--force" in capsys.readouterr().err
+
+
+def test_info_reports_versions_devices_and_weights(capsys):
+    facts = collect()
+    assert facts["small weights"].startswith("found:")
+    assert facts["paper weights"].startswith("not found") and "Fuse.pth" in facts["paper weights"]
+    assert facts["CLIP ViT-B/32"] == "not found"
+    assert "cpu" in facts["devices"]
+    assert main(["info"]) == 0
+    assert "napari-upfusion" in capsys.readouterr().out
+
+
+def test_download_paper_only_prints_where_to_get_it(capsys):
+    assert main(["download", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "drive.google.com" in out and "pan.baidu.com" in out and "Fuse.pth" in out
+
+
+def test_bench_prints_reference_and_fast_paths(capsys):
+    argv = ["bench", "--config", "small", "--size", "32", "--slices", "2", "--precision", "fp32", "--channels-last", "no"]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rows"]
+    assert report["hardware"] and len(rows) == 2
+    assert rows[0]["batch"] == 1 and rows[0]["speedup"] == 1.0 and rows[0]["rel_l2"] == 0.0
+    assert rows[1]["rel_l2"] < 1e-5 and rows[1]["slices_per_s"] > 0
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "slices/s" in table and "x ref" in table and "hardware:" in table
