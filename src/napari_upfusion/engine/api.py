@@ -36,7 +36,14 @@ from .geometry import match_grids
 from .image import ImageData
 from .intensity import check_finite, normalize
 from .registry import available_fusers, build_fuser, uses_text
-from .runner import CancelToken, ProgressCallback, SliceRunner, resolve_device, resolve_precision
+from .runner import (
+    CancelToken,
+    ProgressCallback,
+    SliceRunner,
+    available_bytes,
+    resolve_device,
+    resolve_precision,
+)
 
 __all__ = ["MIN_SLICE", "FusionEngine", "FusionResult", "fuse", "get_engine"]
 
@@ -120,6 +127,23 @@ def _as_image(x: np.ndarray | ImageData, name: str, modality: str) -> ImageData:
 def _describe(image: ImageData) -> str:
     path = image.metadata.get("path")
     return str(path) if path else f"array {tuple(image.array.shape)} {image.array.dtype}"
+
+
+#: float32 copies of a voxel that one fusion keeps in host memory at its peak (normalised a and b, their slice
+#: stacks, the fused stack and the result, chroma for colour inputs).
+HOST_COPIES = 8
+
+
+def check_host_memory(image: ImageData, colour: bool) -> None:
+    """Refuse up front a volume whose fusion would not fit in free host memory, saying how much it needs."""
+    needed = int(np.prod(image.shape)) * 4 * (HOST_COPIES + (6 if colour else 0))
+    free = available_bytes(torch.device("cpu"))
+    if needed > 0.9 * free:
+        raise InputError(
+            f"Fusing this {' x '.join(map(str, image.shape))} volume needs about {needed / 2**30:.1f} GiB of memory "
+            f"but only {free / 2**30:.1f} GiB are free; close other programs, crop the volume, or pass it as a dask "
+            "array to fuse it chunk by chunk."
+        )
 
 
 def _slices(volume: np.ndarray, axis: int) -> np.ndarray:
@@ -219,6 +243,7 @@ class FusionEngine:
         if ndim == 3 and not -3 <= axis < 3:
             raise InputError(f"axis must be 0, 1 or 2 for a volume, got {axis}.")
         axis = axis % 3 if ndim == 3 else 0
+        check_host_memory(img_a, img_a.rgb or img_b.rgb or colormap is not None)
         img_b = match_grids(img_a, img_b, register=register)
         slice_shape = [n for i, n in enumerate(img_a.shape) if ndim == 2 or i != axis]
         if min(slice_shape) < MIN_SLICE:

@@ -77,14 +77,19 @@ def normalize(
     """
     if array.dtype == np.uint8:
         return array.astype(np.float32) / np.float32(255)
-    data = np.asarray(array, dtype=np.float32)
+    # float64 data may hold values beyond float32's range: keep it in float64 until it is in [0, 1]
+    work = np.float64 if array.dtype == np.float64 else np.float32
+    data = np.asarray(array, dtype=work)
     if modality.upper() == "CT" and (window is not None or looks_like_hounsfield(data)):
         low, high = _window_range(window or "fusion")
     else:
         low, high = (float(v) for v in np.percentile(data, percentiles))
-        if high <= low:  # (nearly) constant: fall back to the full range, then to zeros
+        if not high > low:  # (nearly) constant: fall back to the full range, then to zeros
             low, high = float(data.min()), float(data.max())
-    if high <= low:
-        return np.zeros(data.shape, dtype=np.float32)
-    out = (data - np.float32(low)) / np.float32(high - low)
-    return np.clip(out, 0.0, 1.0, out=out)
+    span = high - low  # may overflow to inf for the most extreme float64 ranges
+    if not high > low or not np.isfinite(span):
+        if np.isfinite(span):
+            return np.zeros(data.shape, dtype=np.float32)
+        data, low, span = data / 2, low / 2, high / 2 - low / 2
+    out = (data - work(low)) / work(span)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)

@@ -101,7 +101,8 @@ def _is_cancelled(cancel: CancelToken | Callable[[], bool] | None) -> bool:
     return bool(cancel())
 
 
-def _available_bytes(device: torch.device) -> int:
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` (host RAM for the CPU), in bytes."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     try:
@@ -163,7 +164,7 @@ class SliceRunner:
             return batch
         limit = self.max_batch or (64 if self.device.type == "cuda" else max(1, min(8, os.cpu_count() or 1)))
         per_slice = estimate_slice_bytes(self.fuser, height, width, self.precision)
-        return max(1, min(limit, int(_available_bytes(self.device) * 0.5 // per_slice)))
+        return max(1, min(limit, int(available_bytes(self.device) * 0.5 // per_slice)))
 
     def fuse_batch(self, a: torch.Tensor, b: torch.Tensor, text_code: torch.Tensor | None) -> torch.Tensor:
         """One batch ``[B, 1, H, W]`` (any H, W): pad, fuse, clamp, crop; float32 on the batch's device."""
