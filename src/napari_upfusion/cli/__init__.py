@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ..errors import UPFusionError
 
-COMMANDS = ["info", "fuse", "evaluate", "train", "make_data", "download"]
+COMMANDS = ["info", "fuse", "batch", "evaluate", "train", "make_data", "download"]
 
 
 def build_parser() -> argparse.ArgumentParser:
