@@ -73,9 +73,11 @@ def test_normalize_is_range_then_apply():
     ],
     ids=["normal", "int16", "ties", "one", "two"],
 )
-@pytest.mark.parametrize("gather_limit", [lazy._GATHER_LIMIT, 100], ids=["sort", "histogram"])
-def test_exact_percentiles_equal_numpy(array, gather_limit, monkeypatch):
+@pytest.mark.parametrize("gather_limit, piece", [(lazy._GATHER_LIMIT, lazy._PIECE), (100, 300)],
+                         ids=["sort", "histogram"])
+def test_exact_percentiles_equal_numpy(array, gather_limit, piece, monkeypatch):
     monkeypatch.setattr(lazy, "_GATHER_LIMIT", gather_limit)
+    monkeypatch.setattr(lazy, "_PIECE", piece)
     x = da.from_array(array.ravel(), chunks=997)
     for q in [(0.5, 99.5), (0.0, 100.0), (63.0, 12.5)]:
         expected = tuple(float(v) for v in np.percentile(array.astype(np.float32), q))

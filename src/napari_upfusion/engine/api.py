@@ -365,7 +365,10 @@ def fuse(
         3-D ``(z, y, x)``, or either with a trailing RGB/RGBA axis — or an
         :class:`~napari_upfusion.engine.image.ImageData` carrying physical
         geometry (for example from :func:`~napari_upfusion.engine.io.read_image`).
-        Neither is modified.
+        Neither is modified.  A dask or zarr array (bare or in an ``ImageData``,
+        e.g. from :func:`~napari_upfusion.engine.lazy.open_lazy`) takes the lazy
+        path of :mod:`~napari_upfusion.engine.lazy`: grey volumes on matching
+        grids, fused slab by slab along ``axis``.
     modalities
         ``(modality of a, modality of b)`` from ``MRI, VIS, CT, PET, SPECT, IR``;
         chooses the intensity rule and the default prompt.
@@ -405,7 +408,9 @@ def fuse(
     numpy.ndarray or ImageData
         Float32 in ``[0, 1]``, ``a``'s spatial shape (plus ``3`` for colour),
         the same type as ``a``; an ``ImageData`` keeps ``a``'s geometry and
-        records the settings in ``metadata["upfusion"]``.
+        records the settings in ``metadata["upfusion"]``.  For lazy inputs the
+        array is a lazy dask array, equal to the eager result once computed
+        (``write_image`` streams it to NIfTI or zarr).
     """
     engine = get_engine(model, device, precision, batch_size, clip_weights)
     result = engine.fuse(

@@ -171,7 +171,8 @@ def apply_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
     data = np.asarray(array, dtype=np.float32)
     if high <= low:
         return np.zeros(data.shape, dtype=np.float32)
-    out = (data - np.float32(low)) / np.float32(high - low)
+    out = np.subtract(data, np.float32(low))
+    np.divide(out, np.float32(high - low), out=out)  # in place: one temporary, not two
     return np.clip(out, 0.0, 1.0, out=out)
 
 

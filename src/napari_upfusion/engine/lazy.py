@@ -76,23 +76,35 @@ __all__ = [
 SLAB_BYTES = 16 << 20
 _BINS = 4096  # histogram bins per refinement pass of exact_percentiles
 _GATHER_LIMIT = 1 << 21  # values gathered and sorted in memory at the last pass (8 MB of float32)
+_PIECE = 1 << 20  # values scanned at a time within a chunk
 
 
 # ---------------------------------------------------------------------- exact percentiles
 def _scan_block(block: np.ndarray, tasks: list[tuple[np.float32, np.float32, bool, np.ndarray | None]]) -> list:
-    """For each interval ``(lo, hi, closed, edges)``: its values in ``block`` (``edges`` None) or their histogram."""
-    values = np.asarray(block, dtype=np.float32).ravel()
-    out: list = []
-    for lo, hi, closed, edges in tasks:
-        inside = values[(values >= lo) & ((values <= hi) if closed else (values < hi))]
-        if edges is None:
-            out.append(inside)
-        elif inside.size:
-            bins = np.minimum(np.searchsorted(edges, inside, side="right") - 1, edges.size - 2)
-            out.append((np.bincount(bins, minlength=edges.size - 1), inside.min(), inside.max()))
-        else:
-            out.append((np.zeros(edges.size - 1, np.int64), np.float32(np.inf), np.float32(-np.inf)))
-    return out
+    """For each interval ``(lo, hi, closed, edges)``: its values in ``block`` (``edges`` None) or their histogram.
+
+    The block is scanned in pieces of :data:`_PIECE` values, so the temporary
+    arrays stay small whatever the chunk size.
+    """
+    flat = np.asarray(block).ravel()
+    gathered: list[list[np.ndarray]] = [[] for _ in tasks]
+    counts = [None if edges is None else np.zeros(edges.size - 1, np.int64) for *_, edges in tasks]
+    low = [np.float32(np.inf)] * len(tasks)
+    high = [np.float32(-np.inf)] * len(tasks)
+    for start in range(0, flat.size, _PIECE):
+        values = flat[start : start + _PIECE].astype(np.float32, copy=False)
+        for t, (lo, hi, closed, edges) in enumerate(tasks):
+            inside = values[(values >= lo) & ((values <= hi) if closed else (values < hi))]
+            if edges is None:
+                gathered[t].append(inside)
+            elif inside.size:
+                bins = np.minimum(np.searchsorted(edges, inside, side="right") - 1, edges.size - 2)
+                counts[t] += np.bincount(bins, minlength=edges.size - 1)
+                low[t], high[t] = min(low[t], inside.min()), max(high[t], inside.max())
+    return [
+        np.concatenate(gathered[t]) if edges is None else (counts[t], low[t], high[t])
+        for t, (*_, edges) in enumerate(tasks)
+    ]
 
 
 def order_statistics(x: da.Array, ranks: Sequence[int], minimum: float, maximum: float) -> dict[int, np.float32]:
@@ -118,7 +130,7 @@ def order_statistics(x: da.Array, ranks: Sequence[int], minimum: float, maximum:
     """
     import dask
 
-    blocks = x.astype(np.float32).to_delayed().ravel()
+    blocks = x.to_delayed().ravel()  # cast to float32 piece by piece in _scan_block
     # rank -> [lo, hi, closed, values below lo, values inside]
     state = {r: [np.float32(minimum), np.float32(maximum), True, 0, int(x.size)] for r in ranks}
     found: dict[int, np.float32] = {}
@@ -238,31 +250,24 @@ class LazyStatistics:
 
 
 # ---------------------------------------------------------------------- fusion
-def _as_lazy_image(x: Any, name: str, modality: str) -> ImageData:
+def _as_lazy_image(x: Any, modality: str) -> ImageData:
+    """``x`` as an ``ImageData`` holding a dask array (a numpy array becomes one chunk)."""
     import dask.array as da
 
-    if not isinstance(x, ImageData):
-        if not is_lazy_array(x):
-            x = np.asarray(x)
-        if x.ndim not in (2, 3):
-            raise InputError(
-                f"Input {name} has shape {x.shape}; give a 2-D image or a 3-D volume (select one volume of a 4-D "
-                "series first)."
-            )
+    if not isinstance(x, ImageData):  # ImageData refuses what is neither 2-D nor 3-D
         x = ImageData.from_array(x, rgb=False, metadata={"modality": modality})
     if not is_lazy_array(x.array):
         x = x.with_array(da.from_array(x.array, chunks=-1))
     return x
 
 
-def slab_chunks(x: da.Array, axis: int, reference: da.Array | None = None) -> tuple[tuple[int, ...], ...]:
+def slab_chunks(x: da.Array, axis: int) -> tuple[tuple[int, ...], ...]:
     """Chunks for fusing along ``axis``: whole along the other axes, slabs along ``axis``.
 
-    The slabs are ``reference``'s (default ``x``'s) chunks along ``axis`` when it has
-    several there, otherwise slabs of about :data:`SLAB_BYTES` as float32.
+    The slabs are ``x``'s own chunks along ``axis`` when it has several there,
+    otherwise slabs of about :data:`SLAB_BYTES` as float32.
     """
-    reference = x if reference is None else reference
-    along = reference.chunks[axis]
+    along = x.chunks[axis]
     if len(along) == 1:
         plane = int(np.prod([n for i, n in enumerate(x.shape) if i != axis]))
         slab = max(1, min(x.shape[axis], SLAB_BYTES // (4 * max(1, plane))))
@@ -274,7 +279,17 @@ def slab_chunks(x: da.Array, axis: int, reference: da.Array | None = None) -> tu
 class _SlabFuser:
     """The function applied to each pair of slabs: map with the global ranges, fuse, count progress."""
 
-    def __init__(self, engine: FusionEngine, code, ranges, axis: int, ndim: int, total: int, progress, cancel) -> None:
+    def __init__(
+        self,
+        engine: FusionEngine,
+        code: Any,
+        ranges: list[tuple[float, float]],
+        axis: int,
+        ndim: int,
+        total: int,
+        progress: ProgressCallback | None,
+        cancel: CancelToken | Callable[[], bool] | None,
+    ) -> None:
         self.engine, self.code, self.ranges, self.axis, self.ndim = engine, code, ranges, axis, ndim
         self.total, self.progress, self.cancel = total, progress, cancel
         self.done, self.lock, self.token = 0, threading.Lock(), uuid.uuid4().hex
@@ -352,7 +367,7 @@ def fuse_lazy(
 
     started = time.perf_counter()
     _check_modalities(modalities)
-    img_a, img_b = _as_lazy_image(a, "a", modalities[0]), _as_lazy_image(b, "b", modalities[1])
+    img_a, img_b = _as_lazy_image(a, modalities[0]), _as_lazy_image(b, modalities[1])
     if img_a.rgb or img_b.rgb or colormap is not None:
         raise InputError(
             "Lazy (dask or zarr) inputs are fused as grey volumes only; give single-channel volumes without a "
