@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from ..errors import UPFusionError
 
-COMMANDS = ["demo", "info", "fuse", "evaluate", "bench", "train", "make_data", "download"]
+COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,11 @@ chroma -> map each input's intensities to ``[0, 1]`` (:mod:`.intensity`) ->
 fuse slice by slice along ``axis`` (:class:`~.runner.SliceRunner`) -> put
 chroma back.  The result is float32 in ``[0, 1]`` with ``a``'s shape (plus a
 trailing RGB axis when the output is in colour) and ``a``'s geometry.
+
+Dask (or zarr) inputs, bare or inside an ``ImageData``, take the lazy path of
+:mod:`.lazy`: one global intensity range per volume is computed first, and
+the result is a lazy dask array fused slab by slab along ``axis`` (grey
+volumes on matching grids only).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from ..model import UPFusion, load_model
 from ..model.text import MODALITIES, default_prompt, encode_prompt, pair_key
 from . import color as colour
 from .geometry import match_grids
-from .image import ImageData
+from .image import ImageData, is_lazy_array
 from .intensity import check_finite, normalize
 from .registry import available_fusers, build_fuser, uses_text
 from .runner import (
@@ -87,24 +92,40 @@ def _split_colour(image: ImageData, name: str, modality: str, window, colormap: 
     return _Prepared(np.ascontiguousarray(ycc[..., 0]), ycc[..., 1:])
 
 
-def _validate(a: ImageData, b: ImageData, modalities: tuple[str, str]) -> None:
+_SAME_IMAGE = "Inputs a and b are the same image; pick one image of each modality."
+
+
+def _check_modalities(modalities: tuple[str, str]) -> None:
     for name, modality in zip("ab", modalities):
         if modality.upper() not in MODALITIES:
             raise InputError(f"Unknown modality {modality!r} for input {name}; use one of {', '.join(MODALITIES)}.")
+
+
+def _check_kind(name: str, data: Any) -> None:
+    """Refuse data that is not a numeric image, or is empty (needs only dtype, shape and size)."""
+    if data.dtype == bool or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise InputError(f"Input {name} has data type {data.dtype}, which is not an image intensity; give a numeric image.")
+    if data.size == 0:
+        raise InputError(f"Input {name} is empty (shape {data.shape}); give an image with pixels.")
+
+
+def _constant_error(name: str, value: Any) -> InputError:
+    return InputError(
+        f"Input {name} is constant (every value is {value}), so there is nothing to fuse; check that "
+        "you picked the right image."
+    )
+
+
+def _validate(a: ImageData, b: ImageData, modalities: tuple[str, str]) -> None:
+    _check_modalities(modalities)
     for name, image in (("a", a), ("b", b)):
         data = image.array
-        if data.dtype == bool or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
-            raise InputError(f"Input {name} has data type {data.dtype}, which is not an image intensity; give a numeric image.")
-        if data.size == 0:
-            raise InputError(f"Input {name} is empty (shape {data.shape}); give an image with pixels.")
+        _check_kind(name, data)
         check_finite(data, name)
         if not image.rgb and float(data.min()) == float(data.max()):
-            raise InputError(
-                f"Input {name} is constant (every value is {data.flat[0]}), so there is nothing to fuse; check that "
-                "you picked the right image."
-            )
+            raise _constant_error(name, data.flat[0])
     if a.array.shape == b.array.shape and np.shares_memory(a.array, b.array):
-        raise InputError("Inputs a and b are the same image; pick one image of each modality.")
+        raise InputError(_SAME_IMAGE)
     if a.ndim != b.ndim:
         raise InputError(
             f"Input a is {a.ndim}-D but input b is {b.ndim}-D; give two 2-D images or two "
@@ -144,6 +165,21 @@ def check_host_memory(image: ImageData, colour: bool) -> None:
             f"but only {free / 2**30:.1f} GiB are free; close other programs, crop the volume, or pass it as a dask "
             "array to fuse it chunk by chunk."
         )
+
+
+def _slice_axis(shape: tuple[int, ...], axis: int) -> int:
+    """``axis`` checked and made non-negative (0 for a 2-D image); refuses slices smaller than :data:`MIN_SLICE`."""
+    ndim = len(shape)
+    if ndim == 3 and not -3 <= axis < 3:
+        raise InputError(f"axis must be 0, 1 or 2 for a volume, got {axis}.")
+    axis = axis % 3 if ndim == 3 else 0
+    slice_shape = [n for i, n in enumerate(shape) if ndim == 2 or i != axis]
+    if min(slice_shape) < MIN_SLICE:
+        raise InputError(
+            f"Slices along axis {axis} are {slice_shape[0]} x {slice_shape[1]} pixels, smaller than the "
+            f"{MIN_SLICE} x {MIN_SLICE} that fusion needs; pick another axis or a larger image."
+        )
+    return axis
 
 
 def _slices(volume: np.ndarray, axis: int) -> np.ndarray:
@@ -219,6 +255,25 @@ class FusionEngine:
                 self._codes[prompt] = encode_prompt(self.fuser, prompt, clip_weights=self.clip_weights)
             return self._codes[prompt]
 
+    def text(self, modalities: tuple[str, str], prompt: str | None) -> tuple[str, torch.Tensor | None]:
+        """The prompt actually used (the pair's default when ``prompt`` is empty, whitespace tidied) and its code."""
+        prompt = " ".join((prompt or default_prompt(*modalities)).split())
+        return prompt, self.prompt_code(prompt)
+
+    def provenance(self, modalities: tuple[str, str], prompt: str, **settings: Any) -> dict[str, Any]:
+        """The record a fused result keeps of how it was made (``settings`` are added as given)."""
+        return {
+            "package": "napari-upfusion",
+            "version": __version__,
+            **self.identity(),
+            "modalities": list(modalities),
+            "pair": pair_key(*modalities),
+            "prompt": prompt if self.uses_text else None,
+            "device": str(self.device),
+            "precision": self.precision,
+            **settings,
+        }
+
     def fuse(
         self,
         a: np.ndarray | ImageData,
@@ -237,22 +292,20 @@ class FusionEngine:
         """Fuse ``a`` (anatomical / visible) with ``b``; see :func:`fuse` for every argument."""
         started = time.perf_counter()
         modalities = (modalities[0].upper(), modalities[1].upper())
+        if any(is_lazy_array(x.array if isinstance(x, ImageData) else x) for x in (a, b)):
+            from .lazy import fuse_lazy
+
+            return fuse_lazy(
+                self, a, b, modalities=modalities, prompt=prompt, axis=axis, colormap=colormap, window=window,
+                register=register, progress=progress, cancel=cancel,
+            )
         img_a, img_b = _as_image(a, "a", modalities[0]), _as_image(b, "b", modalities[1])
         _validate(img_a, img_b, modalities)
         ndim = img_a.ndim
-        if ndim == 3 and not -3 <= axis < 3:
-            raise InputError(f"axis must be 0, 1 or 2 for a volume, got {axis}.")
-        axis = axis % 3 if ndim == 3 else 0
+        axis = _slice_axis(img_a.shape, axis)
         check_host_memory(img_a, img_a.rgb or img_b.rgb or colormap is not None)
         img_b = match_grids(img_a, img_b, register=register)
-        slice_shape = [n for i, n in enumerate(img_a.shape) if ndim == 2 or i != axis]
-        if min(slice_shape) < MIN_SLICE:
-            raise InputError(
-                f"Slices along axis {axis} are {slice_shape[0]} x {slice_shape[1]} pixels, smaller than the "
-                f"{MIN_SLICE} x {MIN_SLICE} that fusion needs; pick another axis or a larger image."
-            )
-        prompt = " ".join((prompt or default_prompt(*modalities)).split())
-        code = self.prompt_code(prompt)
+        prompt, code = self.text(modalities, prompt)
         prep_a = _split_colour(img_a, "a", modalities[0], window if modalities[0] == "CT" else None, None)
         prep_b = _split_colour(img_b, "b", modalities[1], window if modalities[1] == "CT" else None, colormap)
         runner = SliceRunner(self.fuser, self.device, self.precision, self.batch_size)
@@ -261,23 +314,17 @@ class FusionEngine:
         chroma = prep_b.chroma if prep_b.chroma is not None else prep_a.chroma
         if chroma is not None and color_output is not False:
             fused = colour.ycbcr_to_rgb(np.concatenate([luma[..., None], chroma], axis=-1))
-        info = {
-            "package": "napari-upfusion",
-            "version": __version__,
-            **self.identity(),
-            "modalities": list(modalities),
-            "pair": pair_key(*modalities),
-            "prompt": prompt if self.uses_text else None,
-            "device": str(self.device),
-            "precision": self.precision,
-            "batch_size": runner.batch_size_used,
-            "axis": axis,
-            "colormap": colormap,
-            "window": window,
-            "registered": register,
-            "inputs": [_describe(img_a), _describe(img_b)],
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        info = self.provenance(
+            modalities,
+            prompt,
+            batch_size=runner.batch_size_used,
+            axis=axis,
+            colormap=colormap,
+            window=window,
+            registered=register,
+            inputs=[_describe(img_a), _describe(img_b)],
+            seconds=round(time.perf_counter() - started, 3),
+        )
         result = img_a.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
         result = dataclasses.replace(result, metadata={"upfusion": info})
         return FusionResult(result, info, luma)
@@ -339,7 +386,10 @@ def fuse(
         3-D ``(z, y, x)``, or either with a trailing RGB/RGBA axis — or an
         :class:`~napari_upfusion.engine.image.ImageData` carrying physical
         geometry (for example from :func:`~napari_upfusion.engine.io.read_image`).
-        Neither is modified.
+        Neither is modified.  A dask or zarr array (bare or in an ``ImageData``,
+        e.g. from :func:`~napari_upfusion.engine.lazy.open_lazy`) takes the lazy
+        path of :mod:`~napari_upfusion.engine.lazy`: grey volumes on matching
+        grids, fused slab by slab along ``axis``.
     modalities
         ``(modality of a, modality of b)`` from ``MRI, VIS, CT, PET, SPECT, IR``;
         chooses the intensity rule and the default prompt.
@@ -379,7 +429,9 @@ def fuse(
     numpy.ndarray or ImageData
         Float32 in ``[0, 1]``, ``a``'s spatial shape (plus ``3`` for colour),
         the same type as ``a``; an ``ImageData`` keeps ``a``'s geometry and
-        records the settings in ``metadata["upfusion"]``.
+        records the settings in ``metadata["upfusion"]``.  For lazy inputs the
+        array is a lazy dask array, equal to the eager result once computed
+        (``write_image`` streams it to NIfTI or zarr).
     """
     engine = get_engine(model, device, precision, batch_size, clip_weights)
     result = engine.fuse(

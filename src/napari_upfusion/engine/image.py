@@ -26,10 +26,13 @@ Conventions (one rule everywhere: *array axis order*)
 
 The array is exposed as a read-only view, so nothing downstream can modify a
 caller's data through an ``ImageData``; copy it before changing it in place.
+A dask array (or a zarr array, which is wrapped in one) is kept lazy as it is:
+see :func:`is_lazy_array` and :mod:`.lazy`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +41,29 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["ImageData"]
+__all__ = ["ImageData", "is_lazy_array"]
 
 _UNIT_TOL = 1e-3  # how far from unit length a direction column may be
+
+
+def is_lazy_array(x: Any) -> bool:
+    """Whether ``x`` is a dask or zarr array, whose values are read only when needed (never loaded whole here)."""
+    dask_array = sys.modules.get("dask.array")
+    zarr = sys.modules.get("zarr")
+    return bool(
+        (dask_array is not None and isinstance(x, dask_array.Array)) or (zarr is not None and isinstance(x, zarr.Array))
+    )
+
+
+def _as_array(x: Any) -> Any:
+    """A read-only numpy view of ``x``, or ``x`` as a dask array when it is lazy (dask arrays are never written to)."""
+    if is_lazy_array(x):
+        import dask.array as da
+
+        return x if isinstance(x, da.Array) else da.from_zarr(x)
+    array = np.asarray(x).view()
+    array.flags.writeable = False
+    return array
 
 
 def _guess_rgb(shape: tuple[int, ...]) -> bool:
@@ -94,8 +117,7 @@ class ImageData:
     nifti_header: Any = None
 
     def __post_init__(self) -> None:
-        array = np.asarray(self.array).view()
-        array.flags.writeable = False
+        array = _as_array(self.array)
         rgb = bool(self.rgb)
         if rgb and array.shape[-1:] not in ((3,), (4,)):
             raise InputError(f"A colour image needs a last axis of 3 or 4 channels, but its shape is {array.shape}.")
@@ -159,7 +181,7 @@ class ImageData:
         -------
         ImageData
         """
-        array = np.asarray(array)
+        array = array if is_lazy_array(array) else np.asarray(array)
         if rgb is None:
             rgb = array.ndim == len(spacing) + 1 if spacing is not None else _guess_rgb(array.shape)
         return cls(array, spacing, origin, direction, rgb=bool(rgb), metadata=metadata or {})
@@ -221,7 +243,7 @@ class ImageData:
         -------
         ImageData
         """
-        array = np.asarray(array)
+        array = array if is_lazy_array(array) else np.asarray(array)
         rgb = array.ndim == self.ndim + 1 if rgb is None else rgb
         if array.shape[: array.ndim - rgb] != self.shape:
             raise InputError(

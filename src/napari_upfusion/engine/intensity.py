@@ -13,15 +13,33 @@ The rule, per input volume (never per slice, so that slices stay comparable):
 
 A constant input maps to all zeros (no division by zero).  NaN and infinite
 values are refused by :func:`check_finite`.
+
+The rule is split in two so that a volume too large for memory can be mapped
+piece by piece with one range for the whole volume: :func:`intensity_range`
+decides ``(low, high)`` from a few statistics of the volume (its data type,
+minimum, maximum and percentiles, asked of a :class:`VolumeStatistics`), and
+:func:`apply_range` maps any part of it.  :func:`normalize` is the two in a row
+on an in-memory array; :mod:`.lazy` supplies statistics of a dask array.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["CT_WINDOWS", "DEFAULT_PERCENTILES", "check_finite", "looks_like_hounsfield", "normalize"]
+__all__ = [
+    "CT_WINDOWS",
+    "DEFAULT_PERCENTILES",
+    "VolumeStatistics",
+    "normalize",
+    "intensity_range",
+    "apply_range",
+    "check_finite",
+    "looks_like_hounsfield",
+]
 
 #: Named CT windows as ``(level, width)`` in Hounsfield units.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -39,11 +57,16 @@ def check_finite(array: np.ndarray, name: str) -> None:
         bad = ~np.isfinite(array)
         count = int(bad.sum())
         if count:
-            kind = "NaN" if np.isnan(array).any() else "infinite"
-            raise InputError(
-                f"Input {name} contains {count} {kind} value{'s' if count > 1 else ''}; replace them with a number "
-                "(for example 0) before fusing."
-            )
+            raise nonfinite_error(name, count, bool(np.isnan(array).any()))
+
+
+def nonfinite_error(name: str, count: int, has_nan: bool) -> InputError:
+    """The error for ``count`` NaN (when ``has_nan``) or infinite values in input ``name``."""
+    kind = "NaN" if has_nan else "infinite"
+    return InputError(
+        f"Input {name} contains {count} {kind} value{'s' if count > 1 else ''}; replace them with a number "
+        "(for example 0) before fusing."
+    )
 
 
 def looks_like_hounsfield(array: np.ndarray) -> bool:
@@ -64,6 +87,101 @@ def _window_range(window: str | tuple[float, float]) -> tuple[float, float]:
     return level - width / 2, level + width / 2
 
 
+class VolumeStatistics(Protocol):
+    """What :func:`intensity_range` needs to know about a whole volume, asked only when the rule needs it.
+
+    Values are those of the volume cast to float32 (as :func:`normalize` sees them).
+    """
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The volume's data type before any cast."""
+        ...
+
+    def minimum(self) -> float:
+        """The smallest value."""
+        ...
+
+    def maximum(self) -> float:
+        """The largest value."""
+        ...
+
+    def percentiles(self, q: tuple[float, float]) -> tuple[float, float]:
+        """``numpy.percentile(volume.astype(float32), q)`` (linear interpolation), exactly."""
+        ...
+
+
+class _ArrayStatistics:
+    """:class:`VolumeStatistics` of an in-memory array, already cast to float32."""
+
+    def __init__(self, data: np.ndarray, dtype: np.dtype) -> None:
+        self.data, self.dtype = data, dtype
+
+    def minimum(self) -> float:
+        return float(self.data.min())
+
+    def maximum(self) -> float:
+        return float(self.data.max())
+
+    def percentiles(self, q: tuple[float, float]) -> tuple[float, float]:
+        low, high = np.percentile(self.data, q)
+        return float(low), float(high)
+
+
+def intensity_range(
+    volume: np.ndarray | VolumeStatistics,
+    modality: str = "MRI",
+    *,
+    window: str | tuple[float, float] | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> tuple[float, float]:
+    """The ``(low, high)`` values that the rule of the module docstring maps to 0 and 1.
+
+    Parameters
+    ----------
+    volume
+        The whole image or volume, or statistics of it (see :class:`VolumeStatistics`).
+    modality, window, percentiles
+        As for :func:`normalize`.
+
+    Returns
+    -------
+    tuple of float
+        ``high <= low`` means "constant": :func:`apply_range` then gives zeros.
+    """
+    if isinstance(volume, np.ndarray):
+        if volume.dtype == np.uint8:
+            return 0.0, 255.0
+        # float64 data may hold values beyond float32's range: keep its own precision for the statistics
+        work = np.float64 if volume.dtype == np.float64 else np.float32
+        volume = _ArrayStatistics(np.asarray(volume, dtype=work), volume.dtype)
+    if volume.dtype == np.uint8:
+        return 0.0, 255.0
+    if modality.upper() == "CT" and (window is not None or volume.minimum() < -100.0):
+        return _window_range(window or "fusion")
+    low, high = volume.percentiles(percentiles)
+    if high <= low:  # (nearly) constant: fall back to the full range, then to zeros
+        low, high = volume.minimum(), volume.maximum()
+    return low, high
+
+
+def apply_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``array`` (any part of a volume) mapped to float32 with ``low -> 0`` and ``high -> 1``, clipped.
+
+    ``array`` is not modified; ``high <= low`` gives zeros.
+    """
+    work = np.float64 if np.asarray(array).dtype == np.float64 else np.float32
+    data = np.asarray(array, dtype=work)
+    if not high > low:
+        return np.zeros(data.shape, dtype=np.float32)
+    span = high - low
+    if not np.isfinite(span):  # the widest float64 ranges overflow: halve everything first
+        data, low, span = data / 2, low / 2, high / 2 - low / 2
+    out = np.subtract(data, work(low))
+    np.divide(out, work(span), out=out)  # in place: one temporary, not two
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
 def normalize(
     array: np.ndarray,
     modality: str = "MRI",
@@ -73,23 +191,8 @@ def normalize(
 ) -> np.ndarray:
     """``array`` mapped to float32 in ``[0, 1]`` by the rule of the module docstring.
 
-    ``array`` is not modified.  ``window`` applies to CT only.
+    ``array`` is not modified.  ``window`` applies to CT only.  The same as
+    ``apply_range(array, *intensity_range(array, ...))``.
     """
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
-    # float64 data may hold values beyond float32's range: keep it in float64 until it is in [0, 1]
-    work = np.float64 if array.dtype == np.float64 else np.float32
-    data = np.asarray(array, dtype=work)
-    if modality.upper() == "CT" and (window is not None or looks_like_hounsfield(data)):
-        low, high = _window_range(window or "fusion")
-    else:
-        low, high = (float(v) for v in np.percentile(data, percentiles))
-        if not high > low:  # (nearly) constant: fall back to the full range, then to zeros
-            low, high = float(data.min()), float(data.max())
-    span = high - low  # may overflow to inf for the most extreme float64 ranges
-    if not high > low or not np.isfinite(span):
-        if np.isfinite(span):
-            return np.zeros(data.shape, dtype=np.float32)
-        data, low, span = data / 2, low / 2, high / 2 - low / 2
-    out = (data - work(low)) / work(span)
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+    array = np.asarray(array)
+    return apply_range(array, *intensity_range(array, modality, window=window, percentiles=percentiles))

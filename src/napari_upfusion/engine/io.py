@@ -30,22 +30,28 @@ Data types when writing
 Writes are atomic: the file is written into a temporary folder beside the target
 and moved into place with ``os.replace``; on any failure nothing is left behind
 and an existing file is untouched.  An existing file is only replaced with
-``overwrite=True``.
+``overwrite=True``.  A process killed while writing can leave only its staging
+folder, ``.<name>.<random>.partial``, never a partial ``<name>``.
+
+An image whose array is lazy (dask) is written by :func:`.lazy.write_lazy`,
+slab by slab: NIfTI and zarr (``.zarr``) are streamed, other formats computed whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import InputError
-from .image import ImageData
+from ..errors import InputError, UPFusionError
+from .image import ImageData, is_lazy_array
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -53,6 +59,7 @@ __all__ = [
     "nifti_affine_to_array_affine",
     "read_image",
     "write_image",
+    "staged_output",
 ]
 
 # extension -> format name; the name picks the reader and writer below.
@@ -131,11 +138,15 @@ def array_affine_to_nifti_affine(affine: np.ndarray) -> np.ndarray:
     return _RAS_TO_SPL.T @ np.asarray(affine, dtype=float) @ _REVERSE
 
 
-def _read_nifti(path: Path) -> ImageData:
+def _read_nifti(path: Path, lazy: bool = False) -> ImageData:
+    """NIfTI as an ``ImageData``; ``lazy`` gives a dask array read in slabs along k (grey volumes only)."""
     import nibabel as nib
 
     nifti = nib.load(str(path), mmap=False)
-    data = np.asanyarray(nifti.dataobj)
+    if lazy:
+        data = _lazy_nifti_data(nifti)
+    else:
+        data = np.asanyarray(nifti.dataobj)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim > 3:
@@ -151,6 +162,33 @@ def _read_nifti(path: Path) -> ImageData:
     return ImageData.from_affine(
         array, nifti_affine_to_array_affine(nifti.affine), rgb=rgb, nifti_header=nifti.header.copy()
     )
+
+
+def _lazy_nifti_data(nifti: Any) -> Any:
+    """The data of a NIfTI image as a dask array in slabs along k, read (and scaled) by nibabel on demand."""
+    import dask.array as da
+
+    from .lazy import SLAB_BYTES
+
+    proxy = nifti.dataobj
+    shape = tuple(int(n) for n in proxy.shape)
+    if proxy.dtype.names is not None:
+        raise InputError("Colour (RGB) NIfTI cannot be opened lazily; read it with read_image instead.")
+    plane = int(np.prod(shape[:2])) * max(1, int(np.prod(shape[3:])))
+    slab = max(1, min(shape[2], SLAB_BYTES // (4 * plane))) if len(shape) >= 3 else -1
+    chunks = tuple(-1 if d != 2 else slab for d in range(len(shape)))
+    return da.from_array(_ScaledProxy(proxy), chunks=chunks, asarray=True)
+
+
+class _ScaledProxy:
+    """A nibabel array proxy that declares the dtype its slices have after scaling (dask trusts ``dtype``)."""
+
+    def __init__(self, proxy) -> None:
+        self.proxy, self.shape, self.ndim = proxy, tuple(proxy.shape), len(proxy.shape)
+        self.dtype = np.asanyarray(proxy[(slice(0, 1),) * self.ndim]).dtype
+
+    def __getitem__(self, index):
+        return np.asanyarray(self.proxy[index])
 
 
 def _as_volume(image: ImageData) -> ImageData:
@@ -374,9 +412,45 @@ def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bo
         every case nothing is left behind.
     """
     path = Path(path).expanduser().absolute()
+    if is_lazy_array(image.array):
+        from .lazy import write_lazy
+
+        return write_lazy(image, path, overwrite=overwrite)
     fmt = _format(path)
     if fmt not in _WRITERS:
         raise InputError(f"Writing {fmt} is not supported; save {path.name} as .nii.gz, .mha or .nrrd instead.")
+    with staged_output(path, overwrite=overwrite) as staging:
+        _WRITERS[fmt](image, staging / path.name)
+    return path
+
+
+@contextlib.contextmanager
+def staged_output(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """A fresh staging folder beside ``path``; what is written in it is moved into place when the block ends.
+
+    Every file or folder written into the staging folder is moved to ``path``'s
+    folder with ``os.replace`` (the one named like ``path`` last, so that it
+    appears only when its companions are in place); on any failure, or if the
+    block raises, nothing is moved and the staging folder is removed.
+
+    Parameters
+    ----------
+    path
+        The target (absolute); its folder must exist.
+    overwrite
+        Replace existing targets (a folder target is moved aside first, then removed).
+
+    Yields
+    ------
+    pathlib.Path
+        The staging folder, ``.<name>.<random>.partial`` beside ``path``.
+
+    Raises
+    ------
+    InputError
+        Missing folder, an existing target without ``overwrite``, an unwritable
+        folder, or a failure while writing (then nothing was written).
+    """
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"The folder {folder} does not exist; create it first or choose another output path.")
@@ -387,14 +461,17 @@ def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bo
     except OSError as error:
         raise InputError(f"Cannot write in {folder} ({error.strerror}); choose a folder you may write to.") from None
     try:
-        _WRITERS[fmt](image, staging / path.name)
+        yield staging
         produced = sorted(staging.iterdir(), key=lambda item: item.name == path.name)  # the main file last
         clashes = [folder / item.name for item in produced if (folder / item.name).exists() and item.name != path.name]
         if clashes and not overwrite:
             raise InputError(f"{clashes[0]} already exists; pass --force (overwrite=True) to replace it.")
         for item in produced:
-            os.replace(item, folder / item.name)
-    except InputError:
+            target = folder / item.name
+            if item.is_dir() and target.exists():  # os.replace cannot replace a non-empty folder
+                os.replace(target, staging / f"{item.name}.replaced")
+            os.replace(item, target)
+    except UPFusionError:
         raise
     except Exception as error:
         raise InputError(
@@ -403,4 +480,3 @@ def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bo
         ) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return path

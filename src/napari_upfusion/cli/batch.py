@@ -1,0 +1,83 @@
+"""``upfusion batch MANIFEST --out DIR``: fuse every pair a CSV manifest lists, resumably.
+
+    upfusion batch cohort.csv --out fused/ [--model small] [--device auto]
+                   [--scheduler tcp://host:8786 | --local-workers N] [--force]
+
+No logic here beyond printing: see :mod:`napari_upfusion.cohort` for the
+manifest format, output names, resuming and the Dask options.  Exit status: 0
+when no pair failed, 1 when some did (their reasons are in the summary and
+the JSON report), 2 for a problem that stops the batch (bad manifest, model),
+130 when interrupted (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``batch`` sub-command."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="fuse every pair of a CSV manifest into a folder (resumable; local or on a Dask cluster)",
+        description=(
+            "Fuse the pairs listed in MANIFEST, a CSV file with columns a, b, modality_a, modality_b and optional "
+            "prompt and id (paths may be relative to the CSV's folder). Each output is DIR/<id or a's name>_fused "
+            "with a's format family (.nii.gz for NIfTI and DICOM) and a's geometry. Finished outputs are skipped, "
+            "so running the same command again resumes an interrupted batch; failed pairs are reported and the "
+            "batch goes on. A summary is printed and DIR/upfusion_batch_report.json records every pair."
+        ),
+    )
+    parser.add_argument("manifest", metavar="MANIFEST", type=Path, help="CSV file listing the pairs")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian, or a "
+                        "checkpoint path (default: small)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA where a worker has it), cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--batch-size", default="auto", help="slices per batch (default: from free memory)")
+    parser.add_argument("--axis", type=int, default=0, help="slicing axis of the volumes (default 0)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster of this scheduler "
+                       "(e.g. tcp://10.0.0.5:8786); paths must be valid on its workers")
+    where.add_argument("--local-workers", type=int, metavar="N", help="run on a local cluster of N worker processes "
+                       "(default: one after the other in this process)")
+    parser.add_argument("--force", action="store_true", help="fuse pairs again even if their output exists")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the batch, print one line per pair and the summary; returns the exit status."""
+    from ..cohort import EngineSettings, PairOutcome, format_summary, run_cohort
+
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    settings = EngineSettings(str(args.model), args.device, args.precision, batch, args.axis)
+
+    def on_outcome(outcome: PairOutcome, report) -> None:
+        if args.quiet:
+            return
+        finished = sum(o.status in ("done", "failed") for o in report.outcomes)
+        total = sum(o.status != "skipped" for o in report.outcomes)
+        detail = str(outcome.pair.output) if outcome.status == "done" else outcome.reason
+        print(f"[{finished}/{total}] {outcome.status:<6} {outcome.pair.id} ({outcome.seconds:.1f} s): {detail}",
+              flush=True)
+
+    def on_warning(sentence: str) -> None:
+        print(f"upfusion: warning: {sentence}", file=sys.stderr)
+
+    try:
+        report = run_cohort(
+            args.manifest, args.out, settings=settings, scheduler=args.scheduler, local_workers=args.local_workers,
+            force=args.force, on_outcome=on_outcome, on_warning=on_warning,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"upfusion: interrupted; finished outputs are kept and {args.out}/upfusion_batch_report.json records "
+            "them; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    print(format_summary(report))
+    return 1 if report.counts()["failed"] else 0
