@@ -37,6 +37,7 @@ __all__ = [
     "normalize",
     "intensity_range",
     "apply_range",
+    "as_float32",
     "check_finite",
     "looks_like_hounsfield",
 ]
@@ -152,9 +153,7 @@ def intensity_range(
     if isinstance(volume, np.ndarray):
         if volume.dtype == np.uint8:
             return 0.0, 255.0
-        # float64 data may hold values beyond float32's range: keep its own precision for the statistics
-        work = np.float64 if volume.dtype == np.float64 else np.float32
-        volume = _ArrayStatistics(np.asarray(volume, dtype=work), volume.dtype)
+        volume = _ArrayStatistics(as_float32(volume), volume.dtype)
     if volume.dtype == np.uint8:
         return 0.0, 255.0
     if modality.upper() == "CT" and (window is not None or volume.minimum() < -100.0):
@@ -165,21 +164,33 @@ def intensity_range(
     return low, high
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """``array`` as float32; float64 values beyond float32's range saturate instead of becoming infinite."""
+    array = np.asarray(array)
+    if array.dtype == np.float64 and array.size and max(-float(array.min()), float(array.max())) > _FLOAT32_MAX:
+        array = np.clip(array, -_FLOAT32_MAX, _FLOAT32_MAX)
+    return np.asarray(array, dtype=np.float32)
+
+
 def apply_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
     """``array`` (any part of a volume) mapped to float32 with ``low -> 0`` and ``high -> 1``, clipped.
 
     ``array`` is not modified; ``high <= low`` gives zeros.
     """
-    work = np.float64 if np.asarray(array).dtype == np.float64 else np.float32
-    data = np.asarray(array, dtype=work)
+    data = as_float32(array)
     if not high > low:
         return np.zeros(data.shape, dtype=np.float32)
-    span = high - low
-    if not np.isfinite(span):  # the widest float64 ranges overflow: halve everything first
-        data, low, span = data / 2, low / 2, high / 2 - low / 2
-    out = np.subtract(data, work(low))
-    np.divide(out, work(span), out=out)  # in place: one temporary, not two
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+    low, high = np.float32(low), np.float32(high)
+    with np.errstate(over="ignore"):
+        overflows = not np.isfinite(high - low)
+    if overflows:  # the widest float32 ranges overflow: halve everything first
+        data, low, high = data / 2, low / 2, high / 2
+    out = np.subtract(data, low)
+    np.divide(out, high - low, out=out)  # in place: one temporary, not two
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def normalize(

@@ -53,7 +53,7 @@ import numpy as np
 
 from ..errors import FusionCancelled, InputError
 from .image import ImageData, is_lazy_array
-from .intensity import apply_range, intensity_range, nonfinite_error
+from .intensity import apply_range, as_float32, intensity_range, nonfinite_error
 from .runner import CancelToken, ProgressCallback, SliceRunner, _is_cancelled
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +92,7 @@ def _scan_block(block: np.ndarray, tasks: list[tuple[np.float32, np.float32, boo
     low = [np.float32(np.inf)] * len(tasks)
     high = [np.float32(-np.inf)] * len(tasks)
     for start in range(0, flat.size, _PIECE):
-        values = flat[start : start + _PIECE].astype(np.float32, copy=False)
+        values = as_float32(flat[start : start + _PIECE])
         for t, (lo, hi, closed, edges) in enumerate(tasks):
             inside = values[(values >= lo) & ((values <= hi) if closed else (values < hi))]
             if edges is None:
