@@ -12,6 +12,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._gl_guard import protect_from_late_triton as _protect  # noqa: E402
+
+_protect()  # before torch/torchvision: a late triton import crashes next to Mesa's OpenGL (see _gl_guard)
+
 from . import baselines as _baselines  # noqa: E402,F401 - registers the classical fusers
 from .engine.api import FusionEngine, FusionResult, fuse, get_engine  # noqa: E402
 from .engine.image import ImageData  # noqa: E402
