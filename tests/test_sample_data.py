@@ -26,7 +26,7 @@ def test_brain_mri_pet_sample_opens_aligned_in_mni_space(make_napari_viewer) -> 
     assert (mri.metadata["sample"], pet.metadata["sample"]) == ("real", "simulated")
     # the MNI origin (0, 0, 0) falls inside the brain volume, as in the template
     index = np.round(mri.world_to_data((0.0, 0.0, 0.0))).astype(int)
-    assert all(0 <= i < n for i, n in zip(index, mri.data.shape))
+    assert all(0 <= i < n for i, n in zip(index, mri.data.shape, strict=True))
 
 
 def test_infrared_visible_sample_opens_as_colour_and_grey(make_napari_viewer) -> None:

@@ -19,8 +19,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,7 @@ __all__ = [
     "run_fusion",
     "add_fused_layer",
     "fuse_layers",
+    "unwrap",
     "ENGINE_OPTIONS",
 ]
 
@@ -121,7 +123,7 @@ def image_from_layer_state(
     )
 
 
-def layer_to_image(layer: "Layer", modality: str | None = None) -> ImageData:
+def layer_to_image(layer: Layer, modality: str | None = None) -> ImageData:
     """The :class:`ImageData` of an Image layer: its full-resolution data and the geometry napari shows it with.
 
     Parameters
@@ -210,8 +212,18 @@ class PreparedPair:
         return f"fused({self.a_name}, {self.b_name})"
 
 
-def _find_layer(viewer: "napari.Viewer", layer: "str | Layer", which: str) -> "Layer":
+def unwrap(obj: Any) -> Any:
+    """The object behind napari's ``PublicOnlyProxy`` (what plugin widgets receive), or ``obj`` itself.
+
+    Each access through the proxy makes a new proxy object, so identity checks need the real layer.
+    """
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _find_layer(viewer: napari.Viewer, layer: str | Layer, which: str) -> Layer:
+    viewer = unwrap(viewer)
     if not isinstance(layer, str):
+        layer = unwrap(layer)
         if layer not in viewer.layers:
             raise InputError(f"Layer {layer.name!r} ({which}) is not in this viewer; pick one of its layers.")
         return layer
@@ -222,9 +234,9 @@ def _find_layer(viewer: "napari.Viewer", layer: "str | Layer", which: str) -> "L
 
 
 def prepare_layers(
-    viewer: "napari.Viewer",
-    a: "str | Layer",
-    b: "str | Layer",
+    viewer: napari.Viewer,
+    a: str | Layer,
+    b: str | Layer,
     modalities: Sequence[str] | None = None,
 ) -> PreparedPair:
     """Look up two Image layers and convert them for the engine (call on the GUI thread).
@@ -246,9 +258,7 @@ def prepare_layers(
     """
     layer_a, layer_b = _find_layer(viewer, a, "input a"), _find_layer(viewer, b, "input b")
     if layer_a is layer_b:
-        raise InputError(
-            f"Layer {layer_a.name!r} was picked for both inputs; pick one layer of each modality."
-        )
+        raise InputError(f"Layer {layer_a.name!r} was picked for both inputs; pick one layer of each modality.")
     if modalities is None:
         found = [layer.metadata.get("modality") for layer in (layer_a, layer_b)]
         if None in found:
@@ -258,7 +268,9 @@ def prepare_layers(
             )
         modalities = found
     if len(modalities) != 2:
-        raise InputError(f"modalities must name two modalities, one per layer, e.g. ('MRI', 'PET'), not {modalities!r}.")
+        raise InputError(
+            f"modalities must name two modalities, one per layer, e.g. ('MRI', 'PET'), not {modalities!r}."
+        )
     mod_a, mod_b = (str(m).upper() for m in modalities)
     image_a, image_b = layer_to_image(layer_a, mod_a), layer_to_image(layer_b, mod_b)
     geometry = {key: getattr(layer_a, key) for key in _GEOMETRY_ATTRIBUTES}
@@ -296,17 +308,13 @@ def run_fusion(
     """
     engine_options = {key: options.pop(key) for key in ENGINE_OPTIONS if key in options}
     engine = get_engine(**engine_options)
-    result = engine.fuse(
-        pair.a, pair.b, modalities=pair.modalities, progress=progress, cancel=cancel, **options
-    )
+    result = engine.fuse(pair.a, pair.b, modalities=pair.modalities, progress=progress, cancel=cancel, **options)
     result.info["color_output"] = options.get("color_output")
     result.info["input_layers"] = [pair.a_name, pair.b_name]
     return result
 
 
-def add_fused_layer(
-    viewer: "napari.Viewer", pair: PreparedPair, result: FusionResult, name: str | None = None
-) -> "Image":
+def add_fused_layer(viewer: napari.Viewer, pair: PreparedPair, result: FusionResult, name: str | None = None) -> Image:
     """Add a fusion result as a new Image layer placed exactly like the reference layer ``a``.
 
     Parameters
@@ -340,18 +348,18 @@ def add_fused_layer(
         **display,
         **pair.geometry,
     )
-    return viewer.add_layer(layer)
+    return unwrap(viewer.add_layer(layer))
 
 
 def fuse_layers(
-    viewer: "napari.Viewer",
-    a_name: "str | Layer",
-    b_name: "str | Layer",
+    viewer: napari.Viewer,
+    a_name: str | Layer,
+    b_name: str | Layer,
     *,
     modalities: Sequence[str] | None = None,
     name: str | None = None,
     **fuse_kwargs: Any,
-) -> "Image":
+) -> Image:
     """Fuse two Image layers of a viewer into a new layer (scripted use of the widget's Run).
 
     Parameters

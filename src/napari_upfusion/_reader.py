@@ -9,9 +9,11 @@ patient in millimetres.  PNG, TIFF and JPEG are left to napari's own reader.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .engine.io import _is_dicom_file, read_image
 
@@ -27,7 +29,7 @@ PathLike = str | os.PathLike[str]
 def _is_dicom_folder(folder: Path, limit: int = 64) -> bool:
     """Whether ``folder`` holds DICOM files (looks at up to ``limit`` of its files)."""
     try:
-        files = [item for _, item in zip(range(limit), (p for p in folder.iterdir() if p.is_file()))]
+        files = list(itertools.islice((p for p in folder.iterdir() if p.is_file()), limit))
         return any(item.suffix.lower() == ".dcm" or _is_dicom_file(item) for item in files)
     except OSError:
         return False
