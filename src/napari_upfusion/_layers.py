@@ -25,9 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .engine.api import FusionResult, get_engine
-from .engine.image import ImageData
-from .errors import InputError
+from ._gl_guard import protect_from_late_triton
+
+protect_from_late_triton()  # before the engine brings torch in (napari imports this after drawing its canvas)
+
+from .engine.api import FusionResult, get_engine  # noqa: E402
+from .engine.image import ImageData  # noqa: E402
+from .errors import InputError  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
