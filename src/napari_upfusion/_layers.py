@@ -26,16 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._gl_guard import protect_from_late_triton
-
-protect_from_late_triton()  # before the engine brings torch in (napari imports this after drawing its canvas)
-
-from .engine.api import FusionResult, get_engine  # noqa: E402
-from .engine.image import ImageData  # noqa: E402
-from .errors import InputError  # noqa: E402
+from .engine.image import ImageData
+from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.layers import Image, Layer
+
+    from .engine.api import FusionResult
 
 __all__ = [
     "PreparedPair",
@@ -310,6 +308,9 @@ def run_fusion(
     FusionResult
         ``info`` additionally records ``color_output`` and the input layer names.
     """
+    protect_from_late_triton()  # napari drew its canvas before this first import of torch (see _gl_guard)
+    from .engine.api import get_engine  # the engine (torch) only when fusing: the reader and samples stay light
+
     engine_options = {key: options.pop(key) for key in ENGINE_OPTIONS if key in options}
     engine = get_engine(**engine_options)
     result = engine.fuse(pair.a, pair.b, modalities=pair.modalities, progress=progress, cancel=cancel, **options)

@@ -23,16 +23,20 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, TextEdit
-from qtpy.QtCore import QObject, Qt, Signal
-from qtpy.QtWidgets import QSizePolicy
+from ._gl_guard import protect_from_late_triton
 
-from ._layers import PreparedPair, add_fused_layer, prepare_layers, run_fusion, unwrap
-from .engine.color import COLORMAPS
-from .engine.registry import available_fusers, build_fuser, uses_text
-from .errors import FusionCancelled, InputError, UPFusionError
-from .model.factory import get_config, list_configs
-from .model.text import DEFAULT_PROMPTS, MODALITIES, default_prompt
+protect_from_late_triton()  # napari imports this module after drawing its canvas; torch follows (see _gl_guard)
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, TextEdit  # noqa: E402
+from qtpy.QtCore import QObject, Qt, Signal  # noqa: E402
+from qtpy.QtWidgets import QSizePolicy  # noqa: E402
+
+from ._layers import PreparedPair, add_fused_layer, prepare_layers, run_fusion, unwrap  # noqa: E402
+from .engine.color import COLORMAPS  # noqa: E402
+from .engine.registry import available_fusers, build_fuser, uses_text  # noqa: E402
+from .errors import FusionCancelled, InputError, UPFusionError  # noqa: E402
+from .model.factory import get_config, list_configs  # noqa: E402
+from .model.text import DEFAULT_PROMPTS, MODALITIES, default_prompt  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
