@@ -16,8 +16,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._gl_guard import protect_from_late_triton
 from .engine.registry import available_fusers, register_fuser
 from .errors import FusionCancelled, InputError, UPFusionError
+
+protect_from_late_triton()  # see _gl_guard: torch must not pull in triton next to Mesa's OpenGL
 
 __version__ = "0.1.0"
 
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        protect_from_late_triton()  # a viewer may have started OpenGL since this package was imported
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
