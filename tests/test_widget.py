@@ -265,7 +265,7 @@ def test_widget_runs_the_small_model_and_screenshot(make_napari_viewer, brain, q
     assert fused.rgb, "a colormap on B gives a colour fusion"
     info = fused.metadata["upfusion"]
     assert info["model"] == "small" and info["colormap"] == "hot" and info["input_layers"] == ["mri", "pet"]
-    assert info["prompt"] == DEFAULT_PROMPTS["MRI-PET"] and info["color_output"] is None
+    assert info["prompt"] == DEFAULT_PROMPTS["MRI-PET"] and info["color_output"] is True
     assert widget["progress"].value == widget["progress"].max == len(brain["mri"])
     assert "Added 'fused(mri, pet)'" in widget["status"].value
     assert widget["run_button"].enabled and not widget["cancel_button"].enabled

@@ -92,14 +92,23 @@ def _classical(class_name: str):
     return build
 
 
-register_fuser("small", _network("small"), "the project's own small UP-Fusion, shipped in the package (CPU-friendly)")
 register_fuser(
-    "paper", _network("paper"), "the authors' released UP-Fusion weights (Fuse.pth, which you download)", True
+    "small",
+    _network("small"),
+    "the project's own small UP-Fusion, shipped in the package (CPU-friendly)",
+    prompt="table",
+    config="small",
 )
-register_fuser("average", _classical("AverageFuser"), "classical: the pixel-wise mean of the two images")
-register_fuser("maximum", _classical("MaximumFuser"), "classical: the pixel-wise maximum of the two images")
 register_fuser(
-    "laplacian",
-    _classical("LaplacianFuser"),
-    "classical: Laplacian-pyramid fusion (larger detail per level, averaged base)",
+    "paper",
+    _network("paper"),
+    "the authors' released UP-Fusion weights (Fuse.pth, which you download)",
+    needs_weights=True,
+    config="paper",
 )
+for _name, _class, _what in [
+    ("average", "AverageFuser", "the pixel-wise mean of the two images"),
+    ("maximum", "MaximumFuser", "the pixel-wise maximum of the two images"),
+    ("laplacian", "LaplacianFuser", "Laplacian-pyramid fusion (larger detail per level, averaged base)"),
+]:
+    register_fuser(_name, _classical(_class), f"classical: {_what}", prompt="none")

@@ -306,7 +306,7 @@ def run_fusion(
     Returns
     -------
     FusionResult
-        ``info`` additionally records ``color_output`` and the input layer names.
+        ``info`` additionally records the input layer names.
     """
     protect_from_late_triton()  # napari drew its canvas before this first import of torch (see _gl_guard)
     from .engine.api import get_engine  # the engine (torch) only when fusing: the reader and samples stay light
@@ -314,7 +314,6 @@ def run_fusion(
     engine_options = {key: options.pop(key) for key in ENGINE_OPTIONS if key in options}
     engine = get_engine(**engine_options)
     result = engine.fuse(pair.a, pair.b, modalities=pair.modalities, progress=progress, cancel=cancel, **options)
-    result.info["color_output"] = options.get("color_output")
     result.info["input_layers"] = [pair.a_name, pair.b_name]
     return result
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .engine.io import _is_dicom_file, read_image
+from .engine.io import is_dicom_file, read_image
 
 __all__ = ["SUFFIXES", "get_reader", "read_layers"]
 
@@ -30,7 +30,7 @@ def _is_dicom_folder(folder: Path, limit: int = 64) -> bool:
     """Whether ``folder`` holds DICOM files (looks at up to ``limit`` of its files)."""
     try:
         files = list(itertools.islice((p for p in folder.iterdir() if p.is_file()), limit))
-        return any(item.suffix.lower() == ".dcm" or _is_dicom_file(item) for item in files)
+        return any(item.suffix.lower() == ".dcm" or is_dicom_file(item) for item in files)
     except OSError:
         return False
 

@@ -17,7 +17,6 @@ Open it from Plugins > UP-Fusion, or from Python::
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from pathlib import Path
@@ -33,9 +32,9 @@ from qtpy.QtWidgets import QSizePolicy  # noqa: E402
 
 from ._layers import PreparedPair, add_fused_layer, prepare_layers, run_fusion, unwrap  # noqa: E402
 from .engine.color import COLORMAPS  # noqa: E402
-from .engine.registry import available_fusers, build_fuser, uses_text  # noqa: E402
+from .engine.registry import available_fusers  # noqa: E402
 from .errors import FusionCancelled, InputError, UPFusionError  # noqa: E402
-from .model.factory import get_config, list_configs  # noqa: E402
+from .model.factory import get_config  # noqa: E402
 from .model.text import DEFAULT_PROMPTS, MODALITIES, default_prompt  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,19 +67,12 @@ _PROMPT_HELP = {
 }
 
 
-@functools.cache
-def _registered_fuser_reads_text(name: str) -> bool:
-    import torch
-
-    return uses_text(build_fuser(name, torch.device("cpu")))
-
-
 def prompt_mode(model: str) -> tuple[str, tuple[str, ...]]:
     """How a model choice takes its prompt: ``("table", prompts)``, ``("free", ())`` or ``("none", ())``.
 
     ``table``: only the listed built-in prompts (the bundled ``small`` model);
     ``free``: any text through CLIP (``paper``, checkpoint files); ``none``: no prompt
-    (classical fusers).
+    (classical fusers).  Read from the fuser registry, so nothing is built.
 
     Parameters
     ----------
@@ -91,20 +83,12 @@ def prompt_mode(model: str) -> tuple[str, tuple[str, ...]]:
     -------
     tuple
     """
-    if model == CHECKPOINT:
-        return "free", ()
-    if model in list_configs():
-        config = get_config(model)
-        if config.text_encoder == "prompt-table":
-            return "table", tuple(config.prompts)
-        return "free", ()
     info = available_fusers().get(model)
-    if info is None or info.needs_weights:
+    if model == CHECKPOINT or info is None:
         return "free", ()
-    try:
-        return ("free" if _registered_fuser_reads_text(model) else "none"), ()
-    except Exception:  # a fuser that cannot be built here says why when Run builds it
-        return "free", ()
+    if info.prompt == "table":
+        return "table", tuple(get_config(info.config).prompts)
+    return info.prompt, ()
 
 
 def _prompt_label(prompt: str) -> str:

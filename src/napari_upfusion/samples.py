@@ -717,7 +717,7 @@ def infrared_visible(image: str = "astronaut", seed: int = 0) -> SamplePair:
         ir,
         (1.0, 1.0),
         (0.0, 0.0),
-        ("visible", "infrared"),
+        ("VIS", "IR"),
         f"scikit-image '{image}' photograph (real, visible RGB) with a simulated infrared image "
         f"(thermal proxy from colour and brightness, seed {seed}).",
         ("RGB", "a.u."),

@@ -322,6 +322,7 @@ class FusionEngine:
             colormap=colormap,
             window=window,
             registered=register,
+            color_output=fused.ndim == ndim + 1,
             inputs=[_describe(img_a), _describe(img_b)],
             seconds=round(time.perf_counter() - started, 3),
         )

@@ -60,6 +60,7 @@ __all__ = [
     "read_image",
     "write_image",
     "staged_output",
+    "is_dicom_file",
 ]
 
 # extension -> format name; the name picks the reader and writer below.
@@ -89,7 +90,8 @@ def _extension(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
+    """True if ``path`` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
     with open(path, "rb") as handle:
         return handle.read(132)[128:] == b"DICM"
 
@@ -373,7 +375,7 @@ def read_image(path: str | os.PathLike[str], modality: str | None = None) -> Ima
     if path.is_dir():
         fmt, reader = "DICOM", _read_dicom_series
     else:
-        fmt = "DICOM" if _extension(path) not in _FORMATS and _is_dicom_file(path) else _format(path)
+        fmt = "DICOM" if _extension(path) not in _FORMATS and is_dicom_file(path) else _format(path)
         reader = _READERS[fmt]
     try:
         image = reader(path)

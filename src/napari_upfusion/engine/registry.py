@@ -28,22 +28,35 @@ __all__ = ["FuserInfo", "available_fusers", "build_fuser", "register_fuser", "us
 
 @dataclass(frozen=True)
 class FuserInfo:
-    """A registered fuser: how to build it and a one-line description for menus and ``--help``."""
+    """A registered fuser: how to build it, a one-line description, and how it takes a prompt.
+
+    ``prompt`` is ``"free"`` (any text, through CLIP), ``"table"`` (only the
+    built-in prompts of config ``config``) or ``"none"`` (no text at all).
+    """
 
     name: str
     factory: Callable[[torch.device], nn.Module]
     description: str
-    needs_weights: bool
+    needs_weights: bool = False
+    prompt: str = "free"
+    config: str | None = None
 
 
 _REGISTRY: dict[str, FuserInfo] = {}
 
 
 def register_fuser(
-    name: str, factory: Callable[[torch.device], nn.Module], description: str, needs_weights: bool = False
+    name: str,
+    factory: Callable[[torch.device], nn.Module],
+    description: str,
+    needs_weights: bool = False,
+    prompt: str = "free",
+    config: str | None = None,
 ) -> None:
-    """Make ``name`` usable wherever a model is chosen (API, CLI, widget)."""
-    _REGISTRY[name] = FuserInfo(name, factory, description, needs_weights)
+    """Make ``name`` usable wherever a model is chosen (API, CLI, widget); see :class:`FuserInfo`."""
+    if prompt not in ("free", "table", "none"):
+        raise ValueError(f"prompt must be 'free', 'table' or 'none', not {prompt!r}.")
+    _REGISTRY[name] = FuserInfo(name, factory, description, needs_weights, prompt, config)
 
 
 def available_fusers() -> dict[str, FuserInfo]:
