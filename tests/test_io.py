@@ -373,3 +373,21 @@ def test_bad_paths_and_files_get_one_sentence(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=message) as caught:
             read_image(tmp_path / name)
         assert "\n" not in str(caught.value)
+
+
+def test_an_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C (or a killed worker thread) in the middle of writing: no half-written output, old file intact."""
+
+    def interrupted(image: ImageData, path: Path) -> None:
+        path.write_bytes(b"the first half of a volume")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(uio._WRITERS, "NIfTI", interrupted)
+    image = ImageData.from_array(np.ones((3, 4, 5), np.float32), spacing=(1, 1, 1))
+    with pytest.raises(KeyboardInterrupt):
+        write_image(image, tmp_path / "fused.nii.gz")
+    assert files_in(tmp_path) == set()
+    (tmp_path / "fused.nii.gz").write_bytes(b"previous result")
+    with pytest.raises(KeyboardInterrupt):
+        write_image(image, tmp_path / "fused.nii.gz", overwrite=True)
+    assert files_in(tmp_path) == {"fused.nii.gz"} and (tmp_path / "fused.nii.gz").read_bytes() == b"previous result"
