@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine.runner import SliceRunner, resolve_device, resolve_precision
+from .engine.runner import SliceRunner, compile_fuser, resolve_device, resolve_precision
 from .model import create_model, load_model
 from .model.text import default_prompt, encode_prompt
 
@@ -44,6 +44,7 @@ class BenchRow:
     device: str
     precision: str
     channels_last: bool
+    compiled: bool
     size: int
     batch: int
     slices: int
@@ -148,6 +149,7 @@ def run_benchmark(
     precisions: tuple[str, ...] = ("fp32", "bf16"),
     batch: int | str = "auto",
     channels_last: tuple[bool, ...] = (False, True),
+    compile: tuple[bool, ...] = (False,),
     checkpoint: str | None = None,
     repeat: int = 1,
     log=None,
@@ -162,7 +164,7 @@ def run_benchmark(
         code = encode_prompt(model, default_prompt("MRI", "PET")) if model.config.text_encoder == "prompt-table" else torch.randn(1, 512, generator=torch.Generator().manual_seed(0))
         reference_runner = SliceRunner(model, dev, "fp32", batch_size=1)
         ref_out, ref_s, ref_mem, ref_gpu = _measure(reference_runner, a, b, code, repeat)
-        rows.append(BenchRow(config, weights, str(dev), "fp32", False, size, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0))
+        rows.append(BenchRow(config, weights, str(dev), "fp32", False, False, size, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0))
         if log:
             log(rows[-1])
         for precision in precisions:
@@ -171,26 +173,31 @@ def run_benchmark(
             except Exception:  # noqa: BLE001 - a precision this device lacks is skipped, not fatal
                 continue
             for cl in channels_last:
-                runner = SliceRunner(model, dev, precision, batch_size=batch, channels_last=cl)
-                out, seconds, mem, gpu = _measure(runner, a, b, code, repeat)
-                err = float(np.linalg.norm(out - ref_out) / max(np.linalg.norm(ref_out), 1e-12))
-                rows.append(
-                    BenchRow(config, weights, str(dev), precision, cl, size, runner.batch_size_used or 1, count,
-                             seconds, count / seconds, mem, gpu, ref_s / seconds, err)
-                )  # fmt: skip
-                if log:
-                    log(rows[-1])
+                for compiled in compile:
+                    runner = SliceRunner(model, dev, precision, batch_size=batch, channels_last=cl,
+                                         compiled=compile_fuser(model) if compiled else None)  # fmt: skip
+                    out, seconds, mem, gpu = _measure(runner, a, b, code, repeat)
+                    err = float(np.linalg.norm(out - ref_out) / max(np.linalg.norm(ref_out), 1e-12))
+                    rows.append(
+                        BenchRow(config, weights, str(dev), precision, cl, runner.compiled is not None, size,
+                                 runner.batch_size_used or 1, count, seconds, count / seconds, mem, gpu,
+                                 ref_s / seconds, err)
+                    )  # fmt: skip
+                    if log:
+                        log(rows[-1])
+            model.to(memory_format=torch.contiguous_format)
         del model
     return rows
 
 
 def format_rows(rows: list[BenchRow], device: torch.device | None = None) -> str:
     """The benchmark table as plain text, with the hardware it came from."""
-    head = ["config", "weights", "device", "precision", "ch-last", "slice", "batch", "slices/s", "host MB", "GPU MB", "x ref", "rel L2"]
+    head = ["config", "weights", "device", "precision", "ch-last", "compiled", "slice", "batch", "slices/s", "host MB", "GPU MB", "x ref", "rel L2"]
     body = [
-        [r.config, r.weights, r.device, r.precision, "yes" if r.channels_last else "no", f"{r.size}x{r.size}", str(r.batch),
+        [r.config, r.weights, r.device, r.precision, "yes" if r.channels_last else "no", "yes" if r.compiled else "no",
+         f"{r.size}x{r.size}", str(r.batch),
          f"{r.slices_per_s:.2f}", f"{r.peak_host_mb:.0f}", "-" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.0f}",
-         "ref" if r.batch == 1 and r.precision == "fp32" and not r.channels_last and r.speedup == 1.0 else f"{r.speedup:.2f}",
+         "ref" if r.rel_l2 == 0.0 and r.speedup == 1.0 and r.batch == 1 else f"{r.speedup:.2f}",
          f"{r.rel_l2:.1e}"]
         for r in rows
     ]  # fmt: skip

@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--precision", action="append", dest="precisions", help="fp32, bf16, fp16 (default: fp32 and bf16)")
     p.add_argument("--batch-size", default="auto")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
+    p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="also measure torch.compile")
     p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
     p.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         precisions=tuple(args.precisions or ("fp32", "bf16")),
         batch=args.batch_size if args.batch_size == "auto" else int(args.batch_size),
         channels_last=layouts,
+        compile={"no": (False,), "yes": (True,), "both": (False, True)}[args.compile],
         checkpoint=args.checkpoint,
         repeat=args.repeat,
         log=None if args.json else (lambda row: print(f"  measured {row.config} {row.precision} batch {row.batch}: "

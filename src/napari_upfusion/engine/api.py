@@ -46,6 +46,7 @@ from .runner import (
     ProgressCallback,
     SliceRunner,
     available_bytes,
+    compile_fuser,
     resolve_device,
     resolve_precision,
 )
@@ -200,7 +201,9 @@ class FusionEngine:
     ``"average"``, ...; see :func:`~.registry.available_fusers`), a checkpoint
     path, or a ready ``torch.nn.Module`` slice fuser.  ``precision`` is
     ``"auto"`` (bf16/fp16 autocast on a GPU, fp32 on the CPU), ``"fp32"``,
-    ``"bf16"`` or ``"fp16"`` (GPU only).
+    ``"bf16"`` or ``"fp16"`` (GPU only).  ``compile=True`` runs the fuser through
+    ``torch.compile`` (compiled once per slice shape, kept between volumes; falls
+    back to eager execution if compilation fails).
     """
 
     def __init__(
@@ -211,6 +214,7 @@ class FusionEngine:
         precision: str = "auto",
         batch_size: int | str = "auto",
         clip_weights: str | os.PathLike[str] | None = None,
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -229,6 +233,7 @@ class FusionEngine:
             )
         self._codes: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
+        self.compiled = compile_fuser(self.fuser) if compile else None
 
     @property
     def uses_text(self) -> bool:
@@ -308,8 +313,10 @@ class FusionEngine:
         prompt, code = self.text(modalities, prompt)
         prep_a = _split_colour(img_a, "a", modalities[0], window if modalities[0] == "CT" else None, None)
         prep_b = _split_colour(img_b, "b", modalities[1], window if modalities[1] == "CT" else None, colormap)
-        runner = SliceRunner(self.fuser, self.device, self.precision, self.batch_size)
+        runner = SliceRunner(self.fuser, self.device, self.precision, self.batch_size, compiled=self.compiled)
         luma = _unslice(runner.run(_slices(prep_a.luma, axis), _slices(prep_b.luma, axis), code, progress, cancel), ndim, axis)
+        if runner.compile_error:  # compiled once and failed: stay eager from now on
+            self.compiled = None
         fused = luma
         chroma = prep_b.chroma if prep_b.chroma is not None else prep_a.chroma
         if chroma is not None and color_output is not False:
@@ -323,6 +330,7 @@ class FusionEngine:
             window=window,
             registered=register,
             color_output=fused.ndim == ndim + 1,
+            compiled=runner.compiled is not None,
             inputs=[_describe(img_a), _describe(img_b)],
             seconds=round(time.perf_counter() - started, 3),
         )

@@ -85,6 +85,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def compile_fuser(fuser: nn.Module) -> nn.Module:
+    """``torch.compile`` of a fuser for fixed shapes (compiled lazily, on its first batch)."""
+    return torch.compile(fuser, dynamic=False)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a CUDA out-of-memory error or a failed CPU allocation."""
     if isinstance(error, torch.OutOfMemoryError):
@@ -131,8 +136,13 @@ class SliceRunner:
 
     ``batch_size`` is a number or ``"auto"`` (from free memory, at most
     ``max_batch``).  ``channels_last`` stores activations NHWC (``None``: on a
-    GPU only); it changes the fuser's own memory format.  After :meth:`run`,
-    ``batch_size_used`` holds the batch size that finally worked.
+    GPU only); it changes the fuser's own memory format.  ``compiled`` is an
+    optional ``torch.compile`` of ``fuser`` (see :func:`compile_fuser`): it is
+    used while it works, every batch is then padded to the full batch size so
+    that one compiled graph serves a whole volume, and on any failure other than
+    out-of-memory the runner falls back to ``fuser`` for good (the reason is kept
+    in ``compile_error``).  After :meth:`run`, ``batch_size_used`` holds the
+    batch size that finally worked.
     """
 
     fuser: nn.Module
@@ -142,9 +152,11 @@ class SliceRunner:
     max_batch: int | None = None
     pad_multiple: int = 8
     channels_last: bool | None = None
+    compiled: nn.Module | None = None
 
     def __post_init__(self) -> None:
         self.batch_size_used: int | None = None
+        self.compile_error: str | None = None
         if self.channels_last is None:
             self.channels_last = self.device.type == "cuda"
         if self.channels_last:
@@ -176,8 +188,18 @@ class SliceRunner:
             b_pad = b_pad.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             with self._autocast():
-                out = self.fuser(a_pad, b_pad, text_code)
+                out = self._forward(a_pad, b_pad, text_code)
             return out[..., :h, :w].float().clamp(0.0, 1.0)
+
+    def _forward(self, a: torch.Tensor, b: torch.Tensor, text_code: torch.Tensor | None) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(a, b, text_code)
+            except Exception as error:  # noqa: BLE001 - any compiler failure: fall back to eager, say why
+                if is_out_of_memory(error):
+                    raise
+                self.compiled, self.compile_error = None, f"{type(error).__name__}: {error}".splitlines()[0]
+        return self.fuser(a, b, text_code)
 
     def run(
         self,
@@ -206,7 +228,10 @@ class SliceRunner:
             try:
                 ta = host_a[done:stop].unsqueeze(1).to(self.device, non_blocking=True)
                 tb = host_b[done:stop].unsqueeze(1).to(self.device, non_blocking=True)
-                fused = self.fuse_batch(ta, tb, code)
+                if self.compiled is not None and stop - done < batch:  # one graph per volume: pad the last batch
+                    extra = batch - (stop - done)
+                    ta, tb = (torch.cat([t, t[-1:].expand(extra, -1, -1, -1)]) for t in (ta, tb))
+                fused = self.fuse_batch(ta, tb, code)[: stop - done]
             except (RuntimeError, torch.OutOfMemoryError) as error:
                 if not is_out_of_memory(error):
                     raise
