@@ -236,3 +236,31 @@ def test_the_same_image_twice_is_refused():
     a = np.random.default_rng(0).random((32, 32))
     with pytest.raises(InputError, match="same image"):
         nu.fuse(a, a, model="average")
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for a compiled fuser: records batch sizes, optionally fails like a broken compiler."""
+
+    def __init__(self, inner, fail=False):
+        super().__init__()
+        self.inner, self.fail, self.sizes = inner, fail, []
+
+    def forward(self, a, b, code):
+        self.sizes.append(a.shape[0])
+        if self.fail:
+            raise RuntimeError("backend compiler failed: C++ compile error")
+        return self.inner(a, b, code)
+
+
+def test_compiled_path_pads_the_last_batch_and_falls_back_when_compilation_fails(small):
+    a, b = _pair((7, 32, 32))
+    code = encode_prompt(small, nu.engine.api.default_prompt("MRI", "PET"))
+    na, nb = normalize(a, "MRI"), normalize(b, "PET")
+    eager = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=3).run(na, nb, code)
+    recorder = _Recorder(small)
+    runner = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=3, compiled=recorder)
+    np.testing.assert_allclose(runner.run(na, nb, code), eager, atol=2e-6)
+    assert recorder.sizes == [3, 3, 3]  # 7 slices: the last batch is padded to one shape
+    broken = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=3, compiled=_Recorder(small, fail=True))
+    np.testing.assert_allclose(broken.run(na, nb, code), eager, atol=2e-6)
+    assert broken.compiled is None and "backend compiler failed" in broken.compile_error
