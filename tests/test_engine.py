@@ -264,3 +264,22 @@ def test_compiled_path_pads_the_last_batch_and_falls_back_when_compilation_fails
     broken = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=3, compiled=_Recorder(small, fail=True))
     np.testing.assert_allclose(broken.run(na, nb, code), eager, atol=2e-6)
     assert broken.compiled is None and "backend compiler failed" in broken.compile_error
+
+
+def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small):
+    a, b = _pair((9, 32, 40))
+    code = encode_prompt(small, nu.engine.api.default_prompt("MRI", "PET"))
+    na, nb = normalize(a, "MRI"), normalize(b, "PET")
+    one = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=1, streams=1)
+    two = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=1, streams=2)
+    assert SliceRunner(small, torch.device("cpu"), "fp32").streams_for(1) == min(2, torch.get_num_threads())
+    seen = []
+    expected = one.run(na, nb, code)
+    np.testing.assert_allclose(two.run(na, nb, code, progress=lambda d, t: seen.append((d, t))), expected, atol=1e-5)
+    assert sorted(seen) == [(i, 9) for i in range(1, 10)]
+    event = threading.Event()
+    with pytest.raises(FusionCancelled):
+        two.run(na, nb, code, progress=lambda d, t: event.set(), cancel=event)
+    flaky = SliceRunner(_FailsAboveBatch(small, limit=0), torch.device("cpu"), "fp32", batch_size=1, streams=2)
+    with pytest.raises(UPFusionError, match="even one 32 x 40 slice"):
+        flaky.run(na, nb, code)

@@ -36,16 +36,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine.api import FusionResult
 
 __all__ = [
+    "ENGINE_OPTIONS",
     "PreparedPair",
-    "image_from_layer_state",
-    "layer_to_image",
-    "image_layer_data",
-    "prepare_layers",
-    "run_fusion",
     "add_fused_layer",
     "fuse_layers",
+    "image_from_layer_state",
+    "image_layer_data",
+    "layer_to_image",
+    "prepare_layers",
+    "run_fusion",
     "unwrap",
-    "ENGINE_OPTIONS",
 ]
 
 #: Keyword arguments of :func:`run_fusion` that choose and build the engine; every other one goes to

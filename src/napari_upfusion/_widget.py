@@ -26,22 +26,22 @@ from ._gl_guard import protect_from_late_triton
 
 protect_from_late_triton()  # napari imports this module after drawing its canvas; torch follows (see _gl_guard)
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, TextEdit  # noqa: E402
-from qtpy.QtCore import QObject, Qt, Signal  # noqa: E402
-from qtpy.QtWidgets import QSizePolicy  # noqa: E402
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, TextEdit
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import QSizePolicy
 
-from ._layers import PreparedPair, add_fused_layer, prepare_layers, run_fusion, unwrap  # noqa: E402
-from .engine.color import COLORMAPS  # noqa: E402
-from .engine.registry import available_fusers  # noqa: E402
-from .errors import FusionCancelled, InputError, UPFusionError  # noqa: E402
-from .model.factory import get_config  # noqa: E402
-from .model.text import DEFAULT_PROMPTS, MODALITIES, default_prompt  # noqa: E402
+from ._layers import PreparedPair, add_fused_layer, prepare_layers, run_fusion, unwrap
+from .engine.color import COLORMAPS
+from .engine.registry import available_fusers
+from .errors import FusionCancelled, InputError, UPFusionError
+from .model.factory import get_config
+from .model.text import DEFAULT_PROMPTS, MODALITIES, default_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.layers import Image
 
-__all__ = ["UPFusionWidget", "CHECKPOINT", "CUSTOM_PROMPT", "prompt_mode"]
+__all__ = ["CHECKPOINT", "CUSTOM_PROMPT", "UPFusionWidget", "prompt_mode"]
 
 _log = logging.getLogger(__name__)
 

@@ -124,7 +124,8 @@ def _load(config: str, checkpoint: str | None, device: torch.device) -> tuple[to
 
 
 def _measure(runner: SliceRunner, a: np.ndarray, b: np.ndarray, code: torch.Tensor, repeat: int):
-    runner.run(a[: max(1, min(len(a), 2))], b[: max(1, min(len(b), 2))], code)  # warm-up (kernels, allocator)
+    warm = max(1, min(len(a), runner.choose_batch(*a.shape[1:])))  # one full batch: kernels, allocator, compiler
+    runner.run(a[:warm], b[:warm], code)
     if runner.device.type == "cuda":
         torch.cuda.synchronize(runner.device)
         torch.cuda.reset_peak_memory_stats(runner.device)

@@ -13,7 +13,7 @@ import numpy as np
 from .engine import color as colour
 from .metrics import METRIC_NAMES, evaluate, round_grey
 
-__all__ = ["pick_slices", "montage", "volume_metrics"]
+__all__ = ["montage", "pick_slices", "volume_metrics"]
 
 
 def pick_slices(volume: np.ndarray, count: int = 3) -> list[int]:

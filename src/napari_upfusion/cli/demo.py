@@ -30,11 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.api import FusionEngine
     from ..engine.intensity import normalize
     from ..engine.io import write_image
+    from ..errors import InputError
     from ..evaluation import format_table
     from ..report import montage, pick_slices, volume_metrics
     from ..samples import brain_mri_pet
-
-    from ..errors import InputError
 
     out = args.out
     if (out / "fused.nii.gz").exists() and not args.force:

@@ -34,12 +34,12 @@ __all__ = [
     "CT_WINDOWS",
     "DEFAULT_PERCENTILES",
     "VolumeStatistics",
-    "normalize",
-    "intensity_range",
     "apply_range",
     "as_float32",
     "check_finite",
+    "intensity_range",
     "looks_like_hounsfield",
+    "normalize",
 ]
 
 #: Named CT windows as ``(level, width)`` in Hounsfield units.

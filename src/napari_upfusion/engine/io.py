@@ -44,9 +44,9 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +56,11 @@ from .image import ImageData, is_lazy_array
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "array_affine_to_nifti_affine",
+    "is_dicom_file",
     "nifti_affine_to_array_affine",
     "read_image",
-    "write_image",
     "staged_output",
-    "is_dicom_file",
+    "write_image",
 ]
 
 # extension -> format name; the name picks the reader and writer below.
