@@ -121,7 +121,7 @@ def _fuse_outcome(pair: PreparedPair, options: dict[str, Any], relay: _ProgressR
         return "cancelled", "Fusion was cancelled; no layer was added."
     except UPFusionError as error:
         return "error", str(error)
-    except Exception as error:  # a bug, not bad input: still one sentence in the viewer, the traceback in the log
+    except Exception as error:  # noqa: BLE001 - a bug, not bad input: one sentence in the viewer, traceback in the log
         _log.exception("UP-Fusion failed")
         return "error", f"Fusion failed unexpectedly ({type(error).__name__}: {error}); please report this."
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .engine.runner import SliceRunner, compile_fuser, resolve_device, resolve_precision
+from .errors import UPFusionError
 from .model import create_model, load_model
 from .model.text import default_prompt, encode_prompt
 
@@ -87,7 +88,7 @@ def synthetic_stack(slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, 
 class _PeakRSS:
     """Resident-set growth of this process while the context is open (sampled every 5 ms)."""
 
-    def __enter__(self) -> _PeakRSS:
+    def __enter__(self):
         import psutil
 
         self._process = psutil.Process()
@@ -171,7 +172,9 @@ def run_benchmark(
         for precision in precisions:
             try:
                 precision = resolve_precision(precision, dev)
-            except Exception:  # noqa: BLE001 - a precision this device lacks is skipped, not fatal
+            except UPFusionError as error:  # a precision this device lacks is skipped, not fatal
+                if log:
+                    log(f"skipped {precision}: {error}")
                 continue
             for cl in channels_last:
                 for compiled in compile:

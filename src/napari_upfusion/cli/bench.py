@@ -26,8 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def _log(item) -> None:
     import sys
+
+    text = item if isinstance(item, str) else (
+        f"measured {item.config} {item.precision} batch {item.batch}: {item.slices_per_s:.2f} slices/s"
+    )
+    print(f"  {text}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
 
     from ..bench import format_rows, rows_to_json, run_benchmark
     from ..engine.runner import resolve_device
@@ -44,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
         compile={"no": (False,), "yes": (True,), "both": (False, True)}[args.compile],
         checkpoint=args.checkpoint,
         repeat=args.repeat,
-        log=None if args.json else (lambda row: print(f"  measured {row.config} {row.precision} batch {row.batch}: "
-                                                      f"{row.slices_per_s:.2f} slices/s", file=sys.stderr)),
-    )  # fmt: skip
+        log=None if args.json else _log,
+    )
     device = resolve_device(args.device)
     print(rows_to_json(rows, device) if args.json else format_rows(rows, device))
     return 0
