@@ -50,7 +50,7 @@ __all__ = [
 
 #: Keyword arguments of :func:`run_fusion` that choose and build the engine; every other one goes to
 #: :meth:`FusionEngine.fuse <napari_upfusion.engine.api.FusionEngine.fuse>`.
-ENGINE_OPTIONS = ("model", "device", "precision", "batch_size", "clip_weights")
+ENGINE_OPTIONS = ("model", "device", "precision", "batch_size", "clip_weights", "compile")
 
 #: The layer attributes that place a layer in the world, copied from the reference layer to the fused one.
 _GEOMETRY_ATTRIBUTES = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")

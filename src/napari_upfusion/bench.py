@@ -179,7 +179,7 @@ def run_benchmark(
             for cl in channels_last:
                 for compiled in compile:
                     runner = SliceRunner(model, dev, precision, batch_size=batch, channels_last=cl,
-                                         compiled=compile_fuser(model) if compiled else None)  # fmt: skip
+                                         compiled=compile_fuser(model, dev) if compiled else None)  # fmt: skip
                     out, seconds, mem, gpu = _measure(runner, a, b, code, repeat)
                     err = float(np.linalg.norm(out - ref_out) / max(np.linalg.norm(ref_out), 1e-12))
                     rows.append(

@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--grey", action="store_true", help="write luminance only, even for colour inputs")
     p.add_argument("--window", help="CT window name (fusion, bone, brain, soft-tissue) or LEVEL,WIDTH in HU")
     p.add_argument("--register", action="store_true", help="rigidly register B to A first (mutual information)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (pays on a GPU for long volumes)")
     p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/32 weights file (paper model, new prompts)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     a = read_image(args.a, modality=args.modalities[0])
     b = read_image(args.b, modality=args.modalities[1])
-    engine = get_engine(args.checkpoint or args.model, args.device, args.precision, batch, args.clip_weights)
+    engine = get_engine(args.checkpoint or args.model, args.device, args.precision, batch, args.clip_weights, args.compile)
     with tqdm(total=None, unit="slice", disable=args.quiet, desc="fusing") as bar:
 
         def progress(done: int, total: int) -> None:

@@ -233,7 +233,7 @@ class FusionEngine:
             )
         self._codes: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
-        self.compiled = compile_fuser(self.fuser) if compile else None
+        self.compiled = compile_fuser(self.fuser, self.device) if compile else None
 
     @property
     def uses_text(self) -> bool:
@@ -349,16 +349,19 @@ def get_engine(
     precision: str = "auto",
     batch_size: int | str = "auto",
     clip_weights: str | os.PathLike[str] | None = None,
+    compile: bool = False,
 ) -> FusionEngine:
     """A :class:`FusionEngine`, reused between calls with the same settings (the two most recent are kept)."""
+    options = {"device": device, "precision": precision, "batch_size": batch_size, "clip_weights": clip_weights,
+               "compile": compile}  # fmt: skip
     if isinstance(model, nn.Module):
-        return FusionEngine(model, device=device, precision=precision, batch_size=batch_size, clip_weights=clip_weights)
-    key = (os.fspath(model), str(device), precision, str(batch_size), str(clip_weights))
+        return FusionEngine(model, **options)
+    key = (os.fspath(model), str(device), precision, str(batch_size), str(clip_weights), compile)
     with _ENGINES_LOCK:
         if key in _ENGINES:
             _ENGINES.move_to_end(key)
             return _ENGINES[key]
-    engine = FusionEngine(model, device=device, precision=precision, batch_size=batch_size, clip_weights=clip_weights)
+    engine = FusionEngine(model, **options)
     with _ENGINES_LOCK:
         _ENGINES[key] = engine
         while len(_ENGINES) > 2:
@@ -382,6 +385,7 @@ def fuse(
     window: str | tuple[float, float] | None = None,
     register: bool = False,
     clip_weights: str | os.PathLike[str] | None = None,
+    compile: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | Callable[[], bool] | None = None,
 ) -> np.ndarray | ImageData:
@@ -426,6 +430,10 @@ def fuse(
         or ``(level, width)`` in HU.
     register
         Rigidly register ``b`` to ``a`` (Mattes mutual information) before fusing.
+    compile
+        Run the network through ``torch.compile`` (CUDA graphs on a GPU); it pays
+        for long volumes on a GPU, falls back to eager execution if it fails, and on
+        the CPU measured no faster in fp32 (docs in ``upfusion bench``).
     progress
         Called as ``progress(slices_done, slices_total)`` after each batch.
     cancel
@@ -442,7 +450,7 @@ def fuse(
         array is a lazy dask array, equal to the eager result once computed
         (``write_image`` streams it to NIfTI or zarr).
     """
-    engine = get_engine(model, device, precision, batch_size, clip_weights)
+    engine = get_engine(model, device, precision, batch_size, clip_weights, compile)
     result = engine.fuse(
         a,
         b,

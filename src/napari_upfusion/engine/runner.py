@@ -85,9 +85,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def compile_fuser(fuser: nn.Module) -> nn.Module:
-    """``torch.compile`` of a fuser for fixed shapes (compiled lazily, on its first batch)."""
-    return torch.compile(fuser, dynamic=False)
+def compile_fuser(fuser: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """``torch.compile`` of a fuser for fixed shapes, compiled lazily on its first batch.
+
+    On a GPU the "reduce-overhead" mode also captures CUDA graphs (the runner
+    pads every batch to one shape, so one graph serves a whole volume).
+    """
+    mode = "reduce-overhead" if device is not None and device.type == "cuda" else "default"
+    return torch.compile(fuser, dynamic=False, mode=mode)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
