@@ -389,3 +389,20 @@ def test_errors_are_notified_and_the_widget_stays_usable(
     widget["run_button"].native.click()
     wait_until_idle(qtbot, widget)
     assert viewer.layers[-1].name == "fused(mri, pet)" and len(errors(notifications)) == 1
+
+
+def test_a_dask_layer_is_fused_lazily(make_napari_viewer) -> None:
+    """Volumes larger than memory: a dask-backed layer gives a lazy fused layer equal to the eager one."""
+    import dask.array as da
+
+    from napari_upfusion import fuse, fuse_layers
+
+    rng = np.random.default_rng(3)
+    mri, pet = rng.random((6, 32, 40)).astype(np.float32), rng.random((6, 32, 40)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(mri, chunks=(2, 32, 40)), name="mri", scale=(2, 1, 1))
+    viewer.add_image(da.from_array(pet, chunks=(2, 32, 40)), name="pet", scale=(2, 1, 1))
+    layer = fuse_layers(viewer, "mri", "pet", modalities=("MRI", "PET"), model="average")
+    assert isinstance(layer.data, da.Array)
+    np.testing.assert_allclose(np.asarray(layer.data), fuse(mri, pet, model="average"), atol=1e-6)
+    assert tuple(layer.scale) == (2, 1, 1)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._gl_guard import protect_from_late_triton
-from .engine.image import ImageData
+from .engine.image import ImageData, is_lazy_array
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,7 +100,8 @@ def image_from_layer_state(
 
     if multiscale:
         data = data[0]
-    array = np.asarray(data)
+    # dask / zarr layers stay lazy: the engine then fuses them slab by slab with bounded memory
+    array = data if is_lazy_array(data) else np.asarray(data)
     if array.dtype == object:
         raise InputError(f"Layer {name!r} does not hold a numeric array; pick an image layer.")
     if scale is None:

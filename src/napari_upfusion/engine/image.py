@@ -405,7 +405,7 @@ class ImageData:
         ImageData
             ``has_geometry`` is False when scale, translate and affine are all the napari defaults.
         """
-        array = np.asarray(array)
+        array = array if is_lazy_array(array) else np.asarray(array)
         if rgb is None:
             rgb = array.ndim == len(scale) + 1 if scale is not None else _guess_rgb(array.shape)
         n = array.ndim - bool(rgb)
