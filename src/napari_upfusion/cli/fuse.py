@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output file; the format follows its extension")
     p.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "PET"], type=str.upper,
                    choices=list(MODALITIES), help="modality of A and of B (default: MRI PET)")
-    p.add_argument("--prompt", help="text prompt (default: the pair's built-in prompt)")
+    p.add_argument("--prompt", help="text that guides the fusion (default: the pair's built-in prompt); the small "
+                   "model understands only its built-in prompts (it picks its trained behaviour per modality pair), "
+                   "the paper model any text through CLIP")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian")
     which.add_argument("--checkpoint", type=Path, help="path of a checkpoint (the authors' Fuse.pth or our safetensors)")
