@@ -34,7 +34,7 @@ def small():
 def test_engine_equals_direct_network_call_on_padded_slices(small):
     """No drift from batching, padding or slicing: each slice is the network's own answer."""
     a, b = _pair()
-    fused = nu.fuse(a, b, modalities=("MRI", "PET"), model=small, batch_size=2, device="cpu")
+    fused = nu.fuse(a, b, modalities=("MRI", "PET"), model=small, batch_size=2, device="cpu", precision="fp32")
     code = encode_prompt(small, nu.engine.api.default_prompt("MRI", "PET"))
     na, nb = normalize(a, "MRI"), normalize(b, "PET")
     for i in range(a.shape[0]):
@@ -283,3 +283,24 @@ def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small):
     flaky = SliceRunner(_FailsAboveBatch(small, limit=0), torch.device("cpu"), "fp32", batch_size=1, streams=2)
     with pytest.raises(UPFusionError, match="even one 32 x 40 slice"):
         flaky.run(na, nb, code)
+
+
+def test_auto_precision_follows_the_models_validated_choice(small, tiny_config):
+    from napari_upfusion.engine.runner import cpu_has_native_bf16
+    from napari_upfusion.model import create_model, get_config
+
+    assert get_config("small").cpu_precision == "bf16" and get_config("paper").cpu_precision == "fp32"
+    assert FusionEngine(small, device="cpu").precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert FusionEngine(create_model(tiny_config), device="cpu").precision == "fp32"  # not validated: fp32
+    assert FusionEngine("average", device="cpu").precision == "fp32"
+    assert FusionEngine(small, device="cpu", precision="fp32").precision == "fp32"
+
+
+def test_small_model_in_bf16_stays_within_one_percent_of_fp32(small):
+    """The claim behind small's cpu_precision = bf16, checked on the bundled brain sample."""
+    from napari_upfusion.samples import brain_mri_pet
+
+    mri, pet = brain_mri_pet(voxel_mm=4).images()
+    fp32 = FusionEngine(small, device="cpu", precision="fp32").fuse(mri, pet, modalities=("MRI", "PET")).luma
+    bf16 = FusionEngine(small, device="cpu", precision="bf16").fuse(mri, pet, modalities=("MRI", "PET")).luma
+    assert np.linalg.norm(bf16 - fp32) / np.linalg.norm(fp32) < 1e-2

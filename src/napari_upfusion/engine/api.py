@@ -200,8 +200,10 @@ class FusionEngine:
     ``model`` is a registered fuser name (``"small"``, ``"paper"``,
     ``"average"``, ...; see :func:`~.registry.available_fusers`), a checkpoint
     path, or a ready ``torch.nn.Module`` slice fuser.  ``precision`` is
-    ``"auto"`` (bf16/fp16 autocast on a GPU, fp32 on the CPU), ``"fp32"``,
-    ``"bf16"`` or ``"fp16"`` (GPU only).  ``compile=True`` runs the fuser through
+    ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPU only): ``"auto"`` is
+    bf16/fp16 autocast on a GPU, and on a CPU the fuser config's validated
+    ``cpu_precision`` (bf16 for ``small``) where the CPU has native bf16, else
+    fp32.  ``compile=True`` runs the fuser through
     ``torch.compile`` (compiled once per slice shape, kept between volumes; falls
     back to eager execution if compilation fails).
     """
@@ -217,7 +219,7 @@ class FusionEngine:
         compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        resolve_precision(precision, self.device)  # an unknown or impossible precision fails before any loading
         self.batch_size = batch_size
         self.clip_weights = clip_weights
         if isinstance(model, nn.Module):
@@ -231,6 +233,8 @@ class FusionEngine:
                 f"{os.fspath(model)!r} is neither a known model ({', '.join(available_fusers())}) nor an existing "
                 "checkpoint file; pick a model or give the path of a checkpoint."
             )
+        config = getattr(self.fuser, "config", None)
+        self.precision = resolve_precision(precision, self.device, getattr(config, "cpu_precision", "fp32"))
         self._codes: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
         self.compiled = compile_fuser(self.fuser, self.device) if compile else None
@@ -416,7 +420,9 @@ def fuse(
         a loaded module.
     device, precision, batch_size
         ``"auto"`` uses CUDA when present with bf16/fp16 autocast, else the CPU in
-        fp32; the batch size follows free memory and halves on out-of-memory.
+        the model's validated precision (bf16 for ``small`` on CPUs with native
+        bf16, otherwise fp32); one slice at a time on two CPU streams, batches on a
+        GPU that follow free memory and halve on out-of-memory.
     axis
         Slicing axis of a volume.
     colormap
