@@ -34,7 +34,7 @@ from ..model import UPFusion, create_model, get_config, save_checkpoint
 from ..model.text import DEFAULT_PROMPTS
 from .loss import fusion_loss
 
-__all__ = ["TrainSettings", "prompt_table_codes", "train"]
+__all__ = ["PROMPT_ALIASES", "TrainSettings", "prompt_table_codes", "train"]
 
 
 @dataclass
@@ -60,11 +60,22 @@ class TrainSettings:
     extra: dict = field(default_factory=dict)
 
 
+#: Table prompts that no training pair is shown with, and the trained prompt whose code they share.
+PROMPT_ALIASES: dict[str, str] = {DEFAULT_PROMPTS["authors"]: DEFAULT_PROMPTS["generic"]}
+
+
 def prompt_table_codes(prompts: tuple[str, ...], text_dim: int, seed: int) -> torch.Tensor:
-    """Seeded Gaussian codes, one row per prompt, scaled to a typical CLIP text-code norm (about 10)."""
+    """Seeded Gaussian codes, one row per prompt, scaled to a typical CLIP text-code norm (about 10).
+
+    A prompt of :data:`PROMPT_ALIASES` (the authors' generic prompt) gets the code of the
+    prompt it aliases, so it selects a channel order the network was trained under.
+    """
     generator = torch.Generator().manual_seed(seed)
-    codes = torch.randn(len(prompts), text_dim, generator=generator)
-    return codes * (10.0 / math.sqrt(text_dim))
+    codes = torch.randn(len(prompts), text_dim, generator=generator) * (10.0 / math.sqrt(text_dim))
+    for row, prompt in enumerate(prompts):
+        if prompt in PROMPT_ALIASES and PROMPT_ALIASES[prompt] in prompts:
+            codes[row] = codes[prompts.index(PROMPT_ALIASES[prompt])]
+    return codes
 
 
 def _learning_rate(step: int, s: TrainSettings) -> float:
@@ -133,7 +144,7 @@ def train(
         optimizer.step()
         step += 1
         for k, v in losses.items():
-            running[k] = running.get(k, 0.0) + float(v)
+            running[k] = running.get(k, 0.0) + v.item()
         if step % s.log_every == 0 or step == s.steps:
             now = time.perf_counter()
             elapsed += now - tick
