@@ -21,10 +21,7 @@ model's own activations do not dominate (they are the same in both modes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -116,18 +113,13 @@ def measure_peak_memory(sizes: list[tuple[int, int, int]], model: str = "average
 
 
 def hardware() -> str:
-    """The CPU, cores, memory and system, in one line."""
+    """The CPU (as ``upfusion bench`` names it) and memory, in one line."""
     import psutil
+    import torch
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, "
-        f"{psutil.virtual_memory().total / (1 << 30):.0f} GiB RAM, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
+    from napari_upfusion.bench import hardware as machine
+
+    return f"{machine(torch.device('cpu'))}, {psutil.virtual_memory().total / (1 << 30):.0f} GiB RAM"
 
 
 def main() -> None:
@@ -150,7 +142,7 @@ def main() -> None:
     for row in rows:
         print(f"{'x'.join(map(str, row['shape'])):>16} {row['voxels'] * 4 / MIB:>11.0f} {row['mode']:>6} "
               f"{row['baseline'] / MIB:>12.0f} {row['peak'] / MIB:>9.0f} {row['extra'] / MIB:>9.0f} "
-              f"{row['seconds']:>8.1f} {str(row['equal_to_eager']):>5}")
+              f"{row['seconds']:>8.1f} {row['equal_to_eager']!s:>5}")
     if args.json:
         args.json.write_text(json.dumps({"hardware": hardware(), "model": args.model, "rows": rows}, indent=2))
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -50,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     shape = tuple(int(n) for n in args.shape.lower().split("x"))
 
     import nibabel as nib
+    import torch
 
+    from napari_upfusion.bench import hardware
     from napari_upfusion.samples import brain_mri_pet
 
     pair = brain_mri_pet(voxel_mm=1)
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "slices_per_s": round(shape[0] / seconds, 2),
         "peak_host_mib": round(peak_mib),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+        "hardware": hardware(torch.device("cpu")),
     }
     assert fused_shape == shape, f"fused volume has shape {fused_shape}, expected {shape}"
     print("| " + " | ".join(row) + " |")
