@@ -53,7 +53,8 @@ def test_bench_prints_reference_and_fast_paths(capsys):
     report = json.loads(capsys.readouterr().out)
     rows = report["rows"]
     assert report["hardware"] and len(rows) == 2
-    assert rows[0]["batch"] == 1 and rows[0]["speedup"] == 1.0 and rows[0]["rel_l2"] == 0.0
+    assert rows[0]["batch"] == 1 and rows[0]["streams"] == 1  # the reference: one slice at a time
+    assert rows[0]["speedup"] == 1.0 and rows[0]["rel_l2"] == 0.0
     assert rows[1]["rel_l2"] < 1e-5 and rows[1]["slices_per_s"] > 0
     assert main(argv) == 0
     table = capsys.readouterr().out
