@@ -266,13 +266,19 @@ def test_compiled_path_pads_the_last_batch_and_falls_back_when_compilation_fails
     assert broken.compiled is None and "backend compiler failed" in broken.compile_error
 
 
-def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small):
+def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small, tiny_config):
+    from dataclasses import replace
+
+    from napari_upfusion.model import create_model, get_config
+
     a, b = _pair((9, 32, 40))
     code = encode_prompt(small, nu.engine.api.default_prompt("MRI", "PET"))
     na, nb = normalize(a, "MRI"), normalize(b, "PET")
     one = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=1, streams=1)
     two = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=1, streams=2)
     assert SliceRunner(small, torch.device("cpu"), "fp32").streams_for(1) == min(2, torch.get_num_threads())
+    one_stream = create_model(replace(tiny_config, cpu_streams=1))  # as the paper config: no faster, twice the memory
+    assert get_config("paper").cpu_streams == 1 and SliceRunner(one_stream, torch.device("cpu")).streams_for(1) == 1
     seen = []
     expected = one.run(na, nb, code)
     np.testing.assert_allclose(two.run(na, nb, code, progress=lambda d, t: seen.append((d, t))), expected, atol=1e-5)

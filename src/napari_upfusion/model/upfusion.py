@@ -37,6 +37,9 @@ class UPFusionConfig:
     is what ``precision="auto"`` uses on a CPU with native bf16: ``"bf16"`` only
     for configs whose weights were checked to stay within 1e-2 (relative L2) of
     float32, since channel rankings inside the network can amplify rounding.
+    ``cpu_streams`` is how many slices run side by side (one thread each) on a
+    CPU when slices go one at a time: 2 pays for a small network; the paper
+    network gains nothing from it and needs twice the memory, so it uses 1.
     """
 
     name: str = "paper"
@@ -60,6 +63,7 @@ class UPFusionConfig:
     prompts: tuple[str, ...] = field(default_factory=tuple)
     pad_multiple: int = 8
     cpu_precision: str = "fp32"
+    cpu_streams: int = 2
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "heads", "prompts"):
@@ -73,6 +77,8 @@ class UPFusionConfig:
             raise ValueError(f"unknown text_encoder {self.text_encoder!r}; use 'clip-vit-b-32' or 'prompt-table'.")
         if self.cpu_precision not in ("fp32", "bf16"):
             raise ValueError(f"cpu_precision must be 'fp32' or 'bf16', not {self.cpu_precision!r}.")
+        if self.cpu_streams < 1:
+            raise ValueError(f"cpu_streams must be at least 1, not {self.cpu_streams}.")
         if self.text_encoder == "prompt-table" and not self.prompts:
             raise ValueError("a 'prompt-table' config must list its prompts.")
 
