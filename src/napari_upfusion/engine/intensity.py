@@ -70,9 +70,9 @@ def nonfinite_error(name: str, count: int, has_nan: bool) -> InputError:
     )
 
 
-def looks_like_hounsfield(array: np.ndarray) -> bool:
-    """True if the values look like CT Hounsfield units (air near -1000, so well below -100)."""
-    return bool(array.size) and float(array.min()) < -100.0
+def looks_like_hounsfield(minimum: float) -> bool:
+    """True if a CT whose smallest value is ``minimum`` is in Hounsfield units (air near -1000, so well below -100)."""
+    return minimum < -100.0
 
 
 def _window_range(window: str | tuple[float, float]) -> tuple[float, float]:
@@ -156,7 +156,7 @@ def intensity_range(
         volume = _ArrayStatistics(as_float32(volume), volume.dtype)
     if volume.dtype == np.uint8:
         return 0.0, 255.0
-    if modality.upper() == "CT" and (window is not None or volume.minimum() < -100.0):
+    if modality.upper() == "CT" and (window is not None or looks_like_hounsfield(volume.minimum())):
         return _window_range(window or "fusion")
     low, high = volume.percentiles(percentiles)
     if high <= low:  # (nearly) constant: fall back to the full range, then to zeros

@@ -236,7 +236,7 @@ class LazyStatistics:
 
     def __init__(self, x: da.Array, minimum: Any, maximum: Any) -> None:
         self.x, self.dtype = x, x.dtype
-        self._min, self._max = float(np.float32(minimum)), float(np.float32(maximum))
+        self._min, self._max = (float(v) for v in as_float32(np.array([minimum, maximum], dtype=np.float64)))
 
     def minimum(self) -> float:
         return self._min
@@ -305,7 +305,7 @@ class _SlabFuser:
         luma_a = _slices(apply_range(block_a, *self.ranges[0]), self.axis)
         luma_b = _slices(apply_range(block_b, *self.ranges[1]), self.axis)
         engine = self.engine
-        runner = SliceRunner(engine.fuser, engine.device, engine.precision, engine.batch_size)
+        runner = SliceRunner(engine.fuser, engine.device, engine.precision, engine.batch_size, compiled=engine.compiled)
         fused = runner.run(luma_a, luma_b, self.code, None, self.cancel)
         with self.lock:
             self.done += fused.shape[0]
@@ -415,6 +415,8 @@ def fuse_lazy(
         colormap=None,
         window=window,
         registered=False,
+        color_output=False,
+        compiled=engine.compiled is not None,
         inputs=[_describe(img_a), _describe(img_b)],
         lazy=True,
         slab_slices=list(chunks[axis]) if ndim == 3 else [1],
@@ -422,7 +424,7 @@ def fuse_lazy(
         seconds=round(time.perf_counter() - started, 3),
     )
     result = dataclasses.replace(img_a.with_array(fused, rgb=False), metadata={"upfusion": info})
-    return FusionResult(result, info)
+    return FusionResult(result, info, fused)  # grey only: the fused array is its own luma
 
 
 # ---------------------------------------------------------------------- writing
