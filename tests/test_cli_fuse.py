@@ -101,6 +101,8 @@ def test_mha_with_direction_and_colour_png(tmp_path):
         (["a.nii.gz", "b.nii.gz", "--model", "nope"], "neither a known model"),
         (["a.nii.gz", "b.nii.gz", "--checkpoint", "absent.pth"], "absent.pth"),
         (["a.nii.gz", "b.nii.gz", "--window", "x,y"], "--window"),
+        (["a.nii.gz", "b.nii.gz", "--batch-size", "x"], "--batch-size must be 'auto' or a positive whole number"),
+        (["a.nii.gz", "b.nii.gz", "--batch-size", "0"], "--batch-size must be 'auto' or a positive whole number"),
     ],
 )
 def test_errors_are_one_sentence_with_non_zero_status(tmp_path, monkeypatch, capsys, argv_tail, message):

@@ -19,6 +19,19 @@ from ..errors import UPFusionError
 COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
 
 
+def batch_size(text: str) -> int | str:
+    """``--batch-size``: ``auto`` or a positive whole number (an argparse ``type``)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--batch-size must be 'auto' or a positive whole number, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

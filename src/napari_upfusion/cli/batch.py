@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import batch_size
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``batch`` sub-command."""
@@ -36,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "checkpoint path (default: small)")
     parser.add_argument("--device", default="auto", help="auto (CUDA where a worker has it), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--batch-size", default="auto", help="slices per batch (default: from free memory)")
+    parser.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     parser.add_argument("--axis", type=int, default=0, help="slicing axis of the volumes (default 0)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster of this scheduler "
@@ -52,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the batch, print one line per pair and the summary; returns the exit status."""
     from ..cohort import EngineSettings, PairOutcome, format_summary, run_cohort
 
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
-    settings = EngineSettings(str(args.model), args.device, args.precision, batch, args.axis)
+    settings = EngineSettings(str(args.model), args.device, args.precision, args.batch_size, args.axis)
 
     def on_outcome(outcome: PairOutcome, report) -> None:
         if args.quiet:

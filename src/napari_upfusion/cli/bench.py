@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from . import batch_size
+
+#: What a ``no`` / ``yes`` / ``both`` option measures.
+_MEASURE = {"no": (False,), "yes": (True,), "both": (False, True)}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -17,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="slice side in pixels (default 256)")
     p.add_argument("--slices", type=int, help="slices per run (default: 32, or 8 for paper on a CPU)")
     p.add_argument("--precision", action="append", dest="precisions", help="fp32, bf16, fp16 (default: fp32 and bf16)")
-    p.add_argument("--batch-size", default="auto")
+    p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
     p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="also measure torch.compile")
     p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
@@ -40,16 +45,15 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import format_rows, rows_to_json, run_benchmark
     from ..engine.runner import resolve_device
 
-    layouts = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
     rows = run_benchmark(
         tuple(args.configs or ("small", "paper")),
         device=args.device,
         size=args.size,
         slices=args.slices,
         precisions=tuple(args.precisions or ("fp32", "bf16")),
-        batch=args.batch_size if args.batch_size == "auto" else int(args.batch_size),
-        channels_last=layouts,
-        compile={"no": (False,), "yes": (True,), "both": (False, True)}[args.compile],
+        batch=args.batch_size,
+        channels_last=_MEASURE[args.channels_last],
+        compile=_MEASURE[args.compile],
         checkpoint=args.checkpoint,
         repeat=args.repeat,
         log=None if args.json else _log,

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..model.text import MODALITIES
+from . import batch_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--axis", type=int, default=0, help="slicing axis of a volume (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", default="auto", help="slices per batch (default: from free memory)")
+    p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     p.add_argument("--colormap", choices=["hot", "jet", "pet"], help="colour a scalar B first (colour fusion)")
     p.add_argument("--grey", action="store_true", help="write luminance only, even for colour inputs")
     p.add_argument("--window", help="CT window name (fusion, bone, brain, soft-tissue) or LEVEL,WIDTH in HU")
@@ -75,10 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.api import get_engine
 
     check_output(args.output, args.force)
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     a = read_image(args.a, modality=args.modalities[0])
     b = read_image(args.b, modality=args.modalities[1])
-    engine = get_engine(args.checkpoint or args.model, args.device, args.precision, batch, args.clip_weights, args.compile)
+    engine = get_engine(args.checkpoint or args.model, args.device, args.precision, args.batch_size, args.clip_weights, args.compile)
     with tqdm(total=None, unit="slice", disable=args.quiet, desc="fusing") as bar:
 
         def progress(done: int, total: int) -> None:
