@@ -178,6 +178,24 @@ def test_cli_defaults_to_the_three_baselines(tmp_path, capsys):
     assert header == ["metric", "average", "maximum", "laplacian"]
 
 
+def test_cli_modalities_and_prompt_reach_the_model(tmp_path, capsys):
+    """The small model's behaviour follows the modality pair's prompt, or the prompt given instead."""
+    from napari_upfusion.model.text import DEFAULT_PROMPTS
+
+    a_dir, b_dir = _write_pairs(tmp_path)
+
+    def table(*extra: str) -> list[str]:
+        assert _cli(["evaluate", str(a_dir), str(b_dir), "--fuser", "small", "--precision", "fp32", *extra]) == 0
+        return capsys.readouterr().out.splitlines()[2:]
+
+    as_ct = table("--modalities", "MRI", "CT")
+    assert table("--modalities", "MRI", "SPECT") != as_ct
+    assert table("--modalities", "MRI", "SPECT", "--prompt", DEFAULT_PROMPTS["MRI-CT"]) == as_ct
+    with pytest.raises(SystemExit):
+        _cli(["evaluate", str(a_dir), str(b_dir), "--modalities", "MRI", "XRAY"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_cli_main_reports_bad_input_in_one_sentence(tmp_path, capsys):
     from napari_upfusion.cli import main
 

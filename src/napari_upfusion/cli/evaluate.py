@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..model.text import MODALITIES
+
 DEFAULT_FUSERS = ["average", "maximum", "laplacian"]
 
 
@@ -35,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"a registered fuser to score; repeat for several (default: {', '.join(DEFAULT_FUSERS)})",
     )
     parser.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "CT"], type=str.upper,
+                        choices=list(MODALITIES),
                         help="modality of A_DIR and of B_DIR (default: MRI CT); sets the intensity rule and prompt")
     parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the pair's built-in prompt)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
