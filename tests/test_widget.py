@@ -326,6 +326,41 @@ def test_cancel_stops_the_run_and_adds_nothing(make_napari_viewer, qtbot, notifi
     assert widget["run_button"].enabled and not widget["cancel_button"].enabled and widget["progress"].value == 0
 
 
+class CancelsDuringLastBatch(nn.Module):
+    """Presses Cancel (sets the widget's event) while fusing the last batch, after the runner's last check."""
+
+    uses_text = False
+
+    def __init__(self, batches: int) -> None:
+        super().__init__()
+        self.widget, self.left = None, batches
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, text_code=None) -> torch.Tensor:
+        self.left -= a.shape[0]
+        if self.left <= 0:
+            self.widget._cancel_event.set()
+        return (a + b) / 2
+
+
+def test_cancel_after_the_last_batch_still_adds_nothing(make_napari_viewer, qtbot, notifications, monkeypatch):
+    fuser = CancelsDuringLastBatch(batches=4)
+    info = registry.FuserInfo("late-cancel", lambda device: fuser, "cancel during the last batch", False)
+    monkeypatch.setitem(registry._REGISTRY, "late-cancel", info)
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="a", metadata={"modality": "MRI"})
+    viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="b", metadata={"modality": "PET"})
+    widget = fuser.widget = dock(viewer)
+    widget["model"].value = "late-cancel"
+    widget["device"].value = "cpu"
+    before = state(viewer)
+    widget["run_button"].native.click()
+    wait_until_idle(qtbot, widget, timeout=20_000)
+    assert fuser.left <= 0 and widget._cancel_event.is_set()  # the whole volume was fused, then cancelled
+    assert_unchanged(viewer, before)
+    assert widget.last_layer is None and any("cancelled" in str(n.message) for n in notifications)
+
+
 @pytest.fixture
 def clip_checkpoint(tmp_path, tiny_config) -> Path:
     """A small UP-Fusion checkpoint whose text comes from CLIP (like the paper model), randomly initialised."""

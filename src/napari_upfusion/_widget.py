@@ -113,12 +113,15 @@ class _ProgressRelay(QObject):
     progressed = Signal(int, int)
 
 
+_CANCELLED = "Fusion was cancelled; no layer was added."
+
+
 def _fuse_outcome(pair: PreparedPair, options: dict[str, Any], relay: _ProgressRelay, cancel: threading.Event):
     """Worker-thread body: the fusion result, or why there is none (never raises, so napari shows no traceback)."""
     try:
         return "done", run_fusion(pair, progress=relay.progressed.emit, cancel=cancel, **options)
     except FusionCancelled:
-        return "cancelled", "Fusion was cancelled; no layer was added."
+        return "cancelled", _CANCELLED
     except UPFusionError as error:
         return "error", str(error)
     except Exception as error:  # noqa: BLE001 - a bug, not bad input: one sentence in the viewer, traceback in the log
@@ -459,6 +462,8 @@ class UPFusionWidget(Container):
         from napari.utils.notifications import show_info
 
         status, payload = outcome
+        if status == "done" and self._cancel_event.is_set():  # Cancel came after the last check: still honour it
+            status, payload = "cancelled", _CANCELLED
         if status == "done" and self._pair is not None:
             layer = add_fused_layer(self._viewer, self._pair, payload)
             self.last_layer = layer
