@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for file_name in matched_pairs(a_path, b_path)[:: max(1, count // args.examples)][: args.examples]:
             a, b = read_image(a_path / file_name), read_image(b_path / file_name)
-            rows.append([get_engine(f).fuse(a, b, modalities=modalities).image.array for f in fusers])
+            rows.append([get_engine(f, device="cpu").fuse(a, b, modalities=modalities).image.array for f in fusers])
         step = max(1, max(r[0].shape[0] for r in rows) // 256)
         iio.imwrite(args.out / f"{name}.png", montage([[np.asarray(p)[::step, ::step] for p in row] for row in rows]))
     (args.out / "results.md").write_text("\n".join(lines), encoding="utf-8")

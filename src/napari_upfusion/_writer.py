@@ -13,10 +13,7 @@ from typing import Any
 
 from .engine.io import write_image
 
-__all__ = ["EXTENSIONS", "write_image_layer"]
-
-#: Extensions offered in napari's save dialog.
-EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".nrrd")
+__all__ = ["write_image_layer"]
 
 
 def write_image_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -72,6 +72,7 @@ from . import __version__
 from .engine.api import FusionEngine, get_engine
 from .engine.io import read_image, write_image
 from .errors import InputError, UPFusionError
+from .model.cache import atomic_write_text
 from .model.text import MODALITIES
 
 __all__ = [
@@ -228,9 +229,7 @@ class CohortReport:
 
     def write(self) -> Path:
         """Write the JSON report atomically (a temporary file beside it, then ``os.replace``)."""
-        temporary = self.path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
-        os.replace(temporary, self.path)
+        atomic_write_text(self.path, json.dumps(self.to_json(), indent=2, default=str) + "\n")
         return self.path
 
 
@@ -510,7 +509,7 @@ class _Executor:
                 self.client.submit(_warm_worker, settings, threads, workers=[w], allow_other_workers=False, pure=False)
                 for w in workers
             ]
-            self.devices = self.client.gather(warm)  # a model problem raises here, once
+            self.client.gather(warm)  # a model problem raises here, once
         except BaseException:
             self.close()
             raise

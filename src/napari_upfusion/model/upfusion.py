@@ -40,7 +40,9 @@ class UPFusionConfig:
     inside the network can amplify rounding.
     ``cpu_streams`` is how many slices run side by side (one thread each) on a
     CPU when slices go one at a time: 2 pays for a small network; the paper
-    network gains nothing from it and needs twice the memory, so it uses 1.
+    network gains nothing from it and needs twice the memory, so ``paper.json``
+    sets 1; the default stays 2 (an exception to "defaults are the paper's") because
+    configs stored with weights before this field existed, like ``small``'s, rely on it.
     """
 
     name: str = "paper"
