@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .engine import color as colour
+from .engine.intensity import normalize
 from .metrics import METRIC_NAMES, evaluate, round_grey
 
-__all__ = ["montage", "pick_slices", "volume_metrics"]
+__all__ = ["fusion_figures", "montage", "pick_slices", "volume_metrics"]
 
 
 def pick_slices(volume: np.ndarray, count: int = 3) -> list[int]:
@@ -59,3 +60,19 @@ def volume_metrics(
         scores = [evaluate(grey(volume[i]), grey(a[i]), grey(b[i])) for i in slices]
         out[name] = {m: float(np.mean([s[m] for s in scores])) for m in METRIC_NAMES}
     return out
+
+
+def fusion_figures(
+    a: np.ndarray, b: np.ndarray, modalities: tuple[str, str], fused: Mapping[str, np.ndarray], shown: Sequence[str]
+) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """The montage and metric table of fused volumes of ``a`` and ``b`` (volumes ``(z, y, x)``, z up).
+
+    ``fused`` maps fuser names to fused luma volumes in ``[0, 1]``. The montage shows three axial
+    slices (rows, head up) of ``a``, ``b`` (hot) and each fuser of ``shown``; the metrics are means over
+    the central half of the axial slices of every fuser, on the inputs normalised by the engine's rule.
+    """
+    a, b = normalize(a, modalities[0]), normalize(b, modalities[1])
+    rows = [[a[i], b[i], *(fused[name][i] for name in shown)] for i in pick_slices(a)]
+    picture = montage([[np.flipud(p) for p in row] for row in rows], colormaps=[None, "hot", *[None] * len(shown)])
+    scores = volume_metrics(fused, a, b, range(a.shape[0] // 4, 3 * a.shape[0] // 4))
+    return picture, scores

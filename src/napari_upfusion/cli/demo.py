@@ -24,15 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import imageio.v3 as iio
-    import numpy as np
     from tqdm import tqdm
 
     from ..engine.api import FusionEngine
-    from ..engine.intensity import normalize
     from ..engine.io import write_image
     from ..errors import InputError
     from ..evaluation import format_table
-    from ..report import montage, pick_slices, volume_metrics
+    from ..model.cache import atomic_write_text
+    from ..report import fusion_figures
     from ..samples import brain_mri_pet
 
     out = args.out
@@ -54,23 +53,16 @@ def run(args: argparse.Namespace) -> int:
     written = [write_image(main.image, out / "fused.nii.gz", overwrite=args.force)]
     written += [write_image(img, out / f"{n}.nii.gz", overwrite=args.force) for n, img in (("mri", mri), ("pet", pet))]
 
-    a, b = normalize(mri.array, "MRI"), normalize(pet.array, "PET")
-    slices = pick_slices(a)
-    rows = [[a[i], b[i], results[args.model].luma[i], results["laplacian"].luma[i]] for i in slices]
-    picture = montage([[np.flipud(p) for p in row] for row in rows], colormaps=[None, "hot", None, None])
+    picture, scores = fusion_figures(mri.array, pet.array, pair.modalities, {n: r.luma for n, r in results.items()},
+                                     shown=[args.model, "laplacian"])  # fmt: skip
     tmp = out / ".montage.partial.png"
     iio.imwrite(tmp, picture)
     tmp.replace(out / "montage.png")
     written.append(out / "montage.png")
-
-    scores = volume_metrics({n: r.luma for n, r in results.items()}, a, b, range(a.shape[0] // 4, 3 * a.shape[0] // 4))
     table = format_table(scores)
-    (out / "metrics.txt").write_text(
-        "Mean over the central half of the axial slices; columns: MRI | PET | "
-        f"{args.model} | laplacian in montage.png\n\n{table}\n",
-        encoding="utf-8",
-    )
-    (out / "metrics.json").write_text(json.dumps({"scores": scores, "fusion": main.info}, indent=2), encoding="utf-8")
+    atomic_write_text(out / "metrics.txt", "Mean over the central half of the axial slices; columns: MRI | PET | "
+                      f"{args.model} | laplacian in montage.png\n\n{table}\n")  # fmt: skip
+    atomic_write_text(out / "metrics.json", json.dumps({"scores": scores, "fusion": main.info}, indent=2))
     print(table)
     print(f"\n{args.model}: {main.info['seconds']:.1f} s on {main.info['device']} ({main.info['precision']}); "
           f"wrote {', '.join(str(p) for p in written)}, {out / 'metrics.txt'}")  # fmt: skip
