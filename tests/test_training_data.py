@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from napari_upfusion import samples
 from napari_upfusion import training_data as td
 
 SIZE = 96
@@ -46,6 +48,20 @@ def test_pairs_are_spatially_aligned(pairs, kind: str) -> None:
     same = np.mean([_corr(_edges(a), _edges(b)) for a, b in sel])
     mixed = np.mean([_corr(_edges(sel[i][0]), _edges(sel[(i + 1) % len(sel)][1])) for i in range(len(sel))])
     assert same > 0.2 and same > mixed + 0.1, (same, mixed)
+
+
+def test_t1_contrast_jitter_is_quiet_when_outer_tissue_goes_negative(monkeypatch) -> None:
+    """A strongly negative texture outside the brain once made the T1 gamma warn (power of a negative)."""
+    model = samples.head_model()
+    z = sum(model.bbox[0]) // 2
+    tissue = model.tissues((z, slice(None), slice(None)))
+    monkeypatch.setattr(td, "_correlated_noise", lambda shape, rng, sigma: np.full(shape, -10.0, np.float32))
+    seed = next(s for s in range(100) if 0.5 <= np.random.default_rng(s).random() < 0.8)  # draws T1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img = td._mri_slice(tissue, np.random.default_rng(seed))
+    assert np.isfinite(img[tissue["brain"]]).all()
+    assert (img[~tissue["brain"]] <= 0).any(), "the patched texture should make outer tissue negative"
 
 
 def test_deterministic_per_seed_and_index(pairs) -> None:

@@ -210,7 +210,7 @@ def _mri_slice(tissue: dict[str, np.ndarray], rng: np.random.Generator) -> np.nd
     texture = 1.0 + 0.2 * _correlated_noise(img.shape, rng, 4.0)
     img = np.where(tissue["brain"], img, img * texture)
     if modality == "T1":  # jitter the real template's own contrast a little too
-        img = np.where(tissue["brain"], img ** np.float32(rng.uniform(0.8, 1.25)), img)
+        img = np.where(tissue["brain"], np.maximum(img, 0) ** np.float32(rng.uniform(0.8, 1.25)), img)
     return img
 
 
