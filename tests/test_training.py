@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from napari_upfusion.cli import main
 from napari_upfusion.model import get_config, load_model
+from napari_upfusion.model.checkpoint import read_checkpoint_file
 from napari_upfusion.model.text import DEFAULT_PROMPTS
-from napari_upfusion.training.loop import prompt_table_codes
+from napari_upfusion.training.loop import TrainSettings, _learning_rate, prompt_table_codes
 
 
 def _train(out, steps: int) -> int:
@@ -41,3 +43,43 @@ def test_authors_prompt_shares_the_generic_code():
     assert len({tuple(codes[row[p]].tolist()) for p in trained}) == len(trained)
     shipped = load_model("small").prompt_codes
     assert torch.equal(shipped[row[DEFAULT_PROMPTS["authors"]]], shipped[row[DEFAULT_PROMPTS["generic"]]])
+
+
+def test_a_run_stopped_early_on_a_longer_schedule_follows_that_schedule():
+    """``schedule_steps`` lets a run stop at ``steps`` with the learning rates of a longer run (resumes continue it)."""
+    long_run, stopped, short_run = (
+        TrainSettings(steps=1000),
+        TrainSettings(steps=300, schedule_steps=1000),
+        TrainSettings(steps=300),
+    )
+    for step in (0, 199, 250, 299):
+        assert _learning_rate(step, stopped) == _learning_rate(step, long_run)
+    assert _learning_rate(299, short_run) == pytest.approx(short_run.min_lr, rel=1e-2)
+    assert _learning_rate(299, stopped) > 10 * short_run.min_lr
+
+
+def test_schedule_steps_reach_the_recorded_settings(tmp_path):
+    argv = ["train", str(tmp_path), "--steps", "1", "--schedule-steps", "40", "--batch-size", "1", "--crop", "32",
+            "--threads", "1", "--log-every", "1"]  # fmt: skip
+    assert main(argv) == 0
+    _, metadata = read_checkpoint_file(tmp_path / "upfusion_small.safetensors")
+    recorded = json.loads(metadata["training"])
+    assert (recorded["steps"], recorded["schedule_steps"], recorded["crop"]) == (1, 40, 32)
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--steps", "0", "--steps must be a whole number of at least 1, not '0'"),
+        ("--schedule-steps", "-5", "--schedule-steps must be a whole number of at least 0"),
+        ("--crop", "100", "--crop must be a whole number of at least 32 and a multiple of 8, not '100'"),
+        ("--batch-size", "two", "--batch-size must be a whole number of at least 1"),
+    ],
+)
+def test_bad_training_numbers_are_one_sentence(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(tmp_path / "run"), flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

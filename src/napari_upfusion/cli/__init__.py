@@ -12,11 +12,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import UPFusionError
 
 COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
+
+
+def whole_number(flag: str, minimum: int = 1, multiple: int = 1) -> Callable[[str], int]:
+    """An argparse ``type`` for ``flag``: a whole number of at least ``minimum``, a multiple of ``multiple``."""
+
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or value % multiple:
+            need = f"a whole number of at least {minimum}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+            raise argparse.ArgumentTypeError(f"{flag} must be {need}, not {text!r}")
+        return value
+
+    return parse
 
 
 def batch_size(text: str) -> int | str:
@@ -24,12 +40,11 @@ def batch_size(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--batch-size must be 'auto' or a positive whole number, not {text!r}")
-    return value
+        return whole_number("--batch-size")(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--batch-size must be 'auto' or a positive whole number, not {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

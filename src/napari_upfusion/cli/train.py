@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import whole_number
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..training.loop import TrainSettings
@@ -16,15 +18,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("out_dir", type=Path)
     p.add_argument("--config", default=d.config, help=f"model config name (default {d.config})")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--crop", type=int, default=d.crop, help="training crop size in pixels")
+    p.add_argument("--steps", type=whole_number("--steps"), default=d.steps, help="stop after this many steps")
+    p.add_argument(
+        "--schedule-steps",
+        type=whole_number("--schedule-steps", minimum=0),
+        default=d.schedule_steps,
+        help="length of the cosine learning-rate schedule (default: --steps); stop early on a longer schedule",
+    )
+    p.add_argument("--batch-size", type=whole_number("--batch-size"), default=d.batch_size)
+    p.add_argument(
+        "--crop",
+        type=whole_number("--crop", 32, 8),
+        default=d.crop,
+        help="training crop size in pixels (a multiple of 8)",
+    )
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="CPU autocast precision")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: torch's default)")
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument(
+        "--threads", type=whole_number("--threads", 0), default=d.threads, help="torch threads (0: torch's default)"
+    )
+    p.add_argument("--save-every", type=whole_number("--save-every"), default=d.save_every)
+    p.add_argument("--log-every", type=whole_number("--log-every"), default=d.log_every)
     return p
 
 
@@ -34,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         config=args.config,
         steps=args.steps,
+        schedule_steps=args.schedule_steps,
         batch_size=args.batch_size,
         crop=args.crop,
         lr=args.lr,

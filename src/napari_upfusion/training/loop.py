@@ -43,6 +43,9 @@ class TrainSettings:
 
     config: str = "small"
     steps: int = 20000
+    #: Length of the cosine schedule; 0 means ``steps``.  A larger value stops a run early on a longer
+    #: schedule, which a later resume with ``steps`` raised continues unchanged.
+    schedule_steps: int = 0
     batch_size: int = 8
     crop: int = 128
     lr: float = 5e-4
@@ -81,7 +84,8 @@ def prompt_table_codes(prompts: tuple[str, ...], text_dim: int, seed: int) -> to
 def _learning_rate(step: int, s: TrainSettings) -> float:
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
-    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
+    length = s.schedule_steps or s.steps
+    progress = (step - s.warmup) / max(1, length - s.warmup)
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
