@@ -7,6 +7,7 @@ import json
 import imageio.v3 as iio
 import nibabel as nib
 import numpy as np
+import pytest
 
 from napari_upfusion.cli import main
 from napari_upfusion.cli.info import collect
@@ -59,3 +60,19 @@ def test_bench_prints_reference_and_fast_paths(capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "slices/s" in table and "x ref" in table and "hardware:" in table
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--repeat", "0", "--repeat must be a whole number of at least 1, not '0'"),
+        ("--slices", "0", "--slices must be a whole number of at least 1, not '0'"),
+        ("--size", "4", "--size must be a whole number of at least 8, not '4'"),
+    ],
+)
+def test_bench_bad_numbers_are_one_sentence(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--config", "small", flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import batch_size
+from . import batch_size, whole_number
 
 #: What a ``no`` / ``yes`` / ``both`` option measures.
 _MEASURE = {"no": (False,), "yes": (True,), "both": (False, True)}
@@ -19,14 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", action="append", dest="configs", help="small, paper (repeatable; default: both)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--size", type=int, default=256, help="slice side in pixels (default 256)")
-    p.add_argument("--slices", type=int, help="slices per run (default: 32, or 8 for paper on a CPU)")
+    p.add_argument("--size", type=whole_number("--size", 8), default=256, help="slice side in pixels (default 256)")
+    p.add_argument("--slices", type=whole_number("--slices"), help="slices per run (default: 32, or 8 for paper on a CPU)")
     p.add_argument("--precision", action="append", dest="precisions", help="fp32, bf16, fp16 (default: fp32 and bf16)")
     p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
     p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="also measure torch.compile")
     p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest counts")
+    p.add_argument("--repeat", type=whole_number("--repeat"), default=1, help="runs per row; the fastest counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return p
 

@@ -36,7 +36,7 @@ class UPFusionConfig:
     stored with the weights, one per entry of ``prompts``).  ``cpu_precision``
     is what ``precision="auto"`` uses on a CPU with native bf16: ``"bf16"`` only
     for configs whose weights were checked against float32 (``small``: 0.5-0.7 %
-    relative L2 median, 1.7 % at most, on real pairs), since channel rankings
+    relative L2 median, 1.3 % at most, on real pairs), since channel rankings
     inside the network can amplify rounding.
     ``cpu_streams`` is how many slices run side by side (one thread each) on a
     CPU when slices go one at a time: 2 pays for a small network; the paper
