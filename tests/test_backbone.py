@@ -7,7 +7,7 @@ import torchvision
 from conftest import rel_l2
 
 from napari_upfusion.model import torchvision_convnext_to_timm
-from napari_upfusion.model.modules import build_backbone
+from napari_upfusion.model.backbones import build_backbone
 
 
 def test_timm_backbone_with_mapped_weights_equals_torchvision():

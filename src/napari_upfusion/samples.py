@@ -82,6 +82,8 @@ __all__ = [
     "brain_mri_ct",
     "brain_mri_pet",
     "brain_mri_spect",
+    "ANATOMIES",
+    "colin27_path",
     "head_model",
     "infrared_visible",
     "packaged_mni_paths",
@@ -386,22 +388,82 @@ def _layer_coordinate(d_mm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return u
 
 
-@functools.lru_cache(maxsize=1)
-def head_model() -> HeadModel:
-    """Build (once per process, about a second) the simulated head on the MNI152 1 mm grid.
+#: Anatomies a :class:`HeadModel` can be built from (see :func:`head_model`).
+ANATOMIES: tuple[str, ...] = ("mni152", "colin27")
 
-    See the module docstring, points 1, 4 and 5, for what is simulated.
+#: Where Debian's ``mricron-data`` package puts the Colin27 files; ``$UPFUSION_MRICRON_TEMPLATES`` overrides it.
+MRICRON_TEMPLATES = "/usr/share/mricron/templates"
+
+#: Class centres of the Colin27 brain's T1 intensities (uint8 of ``ch2bet.nii.gz``): CSF, grey and white
+#: matter (3-means of the brain voxels gives 52, 84, 109; CSF is set at the ventricles' level).
+_COLIN27_CENTRES = (35.0, 84.0, 112.0)
+
+
+def colin27_path() -> str:
+    """Path of the Colin27 brain-extracted T1 (``ch2bet.nii.gz``) of Debian's ``mricron-data`` (no download)."""
+    folder = os.environ.get("UPFUSION_MRICRON_TEMPLATES") or MRICRON_TEMPLATES
+    path = os.path.join(folder, "ch2bet.nii.gz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"The Colin27 brain ({path}) is missing; install Debian's mricron-data package "
+            "(`sudo apt-get install mricron-data`) or set UPFUSION_MRICRON_TEMPLATES to a folder holding ch2bet.nii.gz."
+        )
+    return path
+
+
+def _uint8_volume(image) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A 1 mm RAS NIfTI as a ``(z, y, x)`` uint8 array and the world position of voxel 0 in that order."""
+    affine = image.affine
+    if not np.allclose(affine[:3, :3], np.eye(3)):
+        raise RuntimeError("unexpected template affine; expected 1 mm RAS without rotation")
+    # nibabel arrays are (x, y, z) in RAS; the project's arrays are (z, y, x).
+    array = np.ascontiguousarray(np.asarray(image.dataobj, dtype=np.uint8).transpose(2, 1, 0))
+    return array, (float(affine[2, 3]), float(affine[1, 3]), float(affine[0, 3]))
+
+
+def _mni152_brain() -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
+    import nibabel as nib
+
+    loaded = {k: _uint8_volume(nib.load(p)) for k, p in packaged_mni_paths().items()}
+    return {k: v[0] for k, v in loaded.items()}, loaded["t1"][1]
+
+
+def _colin27_brain() -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
+    """Colin27's T1 brain with grey/white-matter fractions from its intensities (piecewise-linear memberships).
+
+    Between the CSF, GM and WM class centres of :data:`_COLIN27_CENTRES` a voxel
+    is a linear mix of the two neighbouring classes; the T1 is rescaled so that
+    white matter sits at the MNI152 template's level (0.87).
     """
     import nibabel as nib
 
-    paths = packaged_mni_paths()
-    imgs = {k: nib.load(p) for k, p in paths.items()}
-    # nibabel arrays are (x, y, z) in RAS; the project's arrays are (z, y, x).
-    arr = {k: np.ascontiguousarray(np.asarray(im.dataobj, dtype=np.uint8).transpose(2, 1, 0)) for k, im in imgs.items()}
-    affine = imgs["t1"].affine
-    if not np.allclose(affine[:3, :3], np.eye(3)):
-        raise RuntimeError("unexpected MNI152 template affine; expected 1 mm RAS without rotation")
-    origin = (float(affine[2, 3]), float(affine[1, 3]), float(affine[0, 3]))
+    t1_raw, origin = _uint8_volume(nib.load(colin27_path()))
+    c, g, w = _COLIN27_CENTRES
+    x = t1_raw.astype(np.float32)
+    wm = np.clip((x - g) / (w - g), 0.0, 1.0)
+    gm = np.where(x < g, np.clip((x - c) / (g - c), 0.0, 1.0), 1.0 - wm)
+    brain = t1_raw > 0
+    as_u8 = {"gm": gm, "wm": wm, "t1": np.minimum(x * (0.87 / w), 1.0)}
+    arr = {k: np.where(brain, np.rint(v * 255), 0).astype(np.uint8) for k, v in as_u8.items()}
+    arr["t1"][brain & (arr["t1"] == 0)] = 1  # the brain mask is t1 > 0
+    # Colin27's grid ends a few mm outside the brain; pad it so the simulated skull and scalp fit.
+    pad = 20
+    arr = {k: np.pad(v, pad) for k, v in arr.items()}
+    return arr, tuple(o - pad for o in origin)
+
+
+@functools.lru_cache(maxsize=2)
+def head_model(anatomy: str = "mni152") -> HeadModel:
+    """Build (once per process and anatomy, a few seconds) the simulated head on a 1 mm grid.
+
+    ``anatomy`` is ``"mni152"`` (nilearn's average template and its tissue maps)
+    or ``"colin27"`` (the single-subject Colin27 brain of Debian's ``mricron-data``,
+    tissue fractions from its intensities: real single-subject folding and texture).
+    See the module docstring, points 1, 4 and 5, for what is simulated.
+    """
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"unknown anatomy {anatomy!r}; choose one of {ANATOMIES}")
+    arr, origin = _mni152_brain() if anatomy == "mni152" else _colin27_brain()
     brain = arr["t1"] > 0
     shape = brain.shape
 

@@ -95,7 +95,8 @@ __all__ = ["GENERATOR_VERSION", "KINDS", "PairDataset", "main", "make_dataset", 
 KINDS: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
 
 #: Bumped whenever a transform changes, so that a manifest says which generator wrote it.
-GENERATOR_VERSION = 1
+#: 2: the anatomy of each medical pair is drawn from ``anatomies`` (MNI152 or Colin27).
+GENERATOR_VERSION = 2
 
 _IR_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
 _GENERIC_SOURCES = (
@@ -254,8 +255,10 @@ def _functional_slice(model: samples.HeadModel, kind: str, index: tuple, rng: np
     return base
 
 
-def _medical_pair(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    model = samples.head_model()
+def _medical_pair(
+    kind: str, size: int, rng: np.random.Generator, anatomies: Sequence[str] = samples.ANATOMIES
+) -> tuple[np.ndarray, np.ndarray]:
+    model = samples.head_model(anatomies[int(rng.integers(len(anatomies)))])
     axis = int(rng.choice(3, p=[0.6, 0.2, 0.2]))
     (z0, z1), (y0, y1), (x0, x1) = model.bbox
     lo, hi = [(z0 + 20, z1 - 12), (y0 + 25, y1 - 25), (x0 + 25, x1 - 25)][axis]
@@ -435,8 +438,14 @@ def _generic_pair(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 # --------------------------------------------------------------------------
 
 
+def _check_anatomies(anatomies: Sequence[str]) -> None:
+    unknown = [a for a in anatomies if a not in samples.ANATOMIES]
+    if unknown or not anatomies:
+        raise ValueError(f"anatomies must be a non-empty selection of {samples.ANATOMIES}, not {list(anatomies)}")
+
+
 def make_pair(
-    seed: int, index: int, size: int = 128, kinds: Sequence[str] = KINDS
+    seed: int, index: int, size: int = 128, kinds: Sequence[str] = KINDS, anatomies: Sequence[str] = samples.ANATOMIES
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Pair ``index`` of the stream ``seed``: ``(a, b, kind)``, float32 ``(size, size)`` in ``[0, 1]``.
 
@@ -444,17 +453,20 @@ def make_pair(
     weight it); everything else is drawn from
     ``numpy.random.default_rng([seed, index])``.  Values are multiples of
     1/255.  A pair whose images are nearly flat is redrawn from the same
-    generator, so the result stays deterministic.
+    generator, so the result stays deterministic.  Medical pairs take their
+    anatomy from one of ``anatomies`` (see :func:`~napari_upfusion.samples.head_model`),
+    drawn with equal chances.
     """
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, not {size}")
     kind = kinds[index % len(kinds)]
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose from {KINDS}")
+    _check_anatomies(anatomies)
     rng = np.random.default_rng([int(seed), int(index)])
     for _ in range(8):
         if kind in ("MRI-CT", "MRI-PET", "MRI-SPECT"):
-            a, b = _medical_pair(kind, size, rng)
+            a, b = _medical_pair(kind, size, rng, anatomies)
         elif kind == "IR-VIS":
             a, b = _ir_vis_pair(size, rng)
         else:
@@ -478,12 +490,19 @@ class PairDataset(_Base):
     """
 
     def __init__(
-        self, seed: int = 0, size: int = 128, kinds: Sequence[str] = KINDS, length: int | None = None, start: int = 0
+        self,
+        seed: int = 0,
+        size: int = 128,
+        kinds: Sequence[str] = KINDS,
+        length: int | None = None,
+        start: int = 0,
+        anatomies: Sequence[str] = samples.ANATOMIES,
     ) -> None:
         unknown = [k for k in kinds if k not in KINDS]
         if unknown or not kinds:
             raise ValueError(f"kinds must be a non-empty selection of {KINDS}, not {list(kinds)}")
-        self.seed, self.size, self.kinds = int(seed), int(size), tuple(kinds)
+        _check_anatomies(anatomies)
+        self.seed, self.size, self.kinds, self.anatomies = int(seed), int(size), tuple(kinds), tuple(anatomies)
         self.length, self.start = length, int(start)
 
     def __len__(self) -> int:
@@ -494,7 +513,7 @@ class PairDataset(_Base):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:
         if self.length is not None and not 0 <= i < self.length:
             raise IndexError(i)
-        return make_pair(self.seed, self.start + int(i), self.size, self.kinds)
+        return make_pair(self.seed, self.start + int(i), self.size, self.kinds, self.anatomies)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
         worker, workers = 0, 1
@@ -508,7 +527,7 @@ class PairDataset(_Base):
             pass
         i = worker
         while self.length is None or i < self.length:
-            yield make_pair(self.seed, self.start + i, self.size, self.kinds)
+            yield make_pair(self.seed, self.start + i, self.size, self.kinds, self.anatomies)
             i += workers
 
 
@@ -528,6 +547,7 @@ def make_dataset(
     kinds: Sequence[str] = KINDS,
     shard_size: int = 1000,
     progress: bool = False,
+    anatomies: Sequence[str] = samples.ANATOMIES,
 ) -> dict:
     """Write ``n_pairs`` pairs of the stream ``seed`` to ``out_dir`` as ``.npz`` shards; return the manifest.
 
@@ -548,7 +568,7 @@ def make_dataset(
         b = np.empty_like(a)
         kind = []
         for j, i in enumerate(idx):
-            pa, pb, k = make_pair(seed, i, size, kinds)
+            pa, pb, k = make_pair(seed, i, size, kinds, anatomies)
             a[j], b[j] = _quantise(pa), _quantise(pb)
             kind.append(k)
         name = f"shard-{s0 // shard_size:05d}.npz"
@@ -565,11 +585,12 @@ def make_dataset(
         "seed": int(seed),
         "size": int(size),
         "kinds": list(kinds),
+        "anatomies": list(anatomies),
         "n_pairs": int(n_pairs),
         "shard_size": int(shard_size),
         "shards": shards,
         "command": f"upfusion make-data OUT_DIR --pairs {n_pairs} --seed {seed} --size {size} "
-        f"--shard-size {shard_size} --kinds {' '.join(kinds)}",
+        f"--shard-size {shard_size} --kinds {' '.join(kinds)} --anatomies {' '.join(anatomies)}",
     }
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
@@ -613,12 +634,23 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
         metavar="KIND",
         help=f"kinds of pair, cycled in order (default: {' '.join(KINDS)})",
     )
+    p.add_argument(
+        "--anatomies",
+        nargs="+",
+        default=list(samples.ANATOMIES),
+        choices=samples.ANATOMIES,
+        metavar="ANATOMY",
+        help="head anatomies of the medical pairs, drawn with equal chances (default: mni152 colin27; "
+        "colin27 needs Debian's mricron-data)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``make-data`` with parsed arguments."""
-    manifest = make_dataset(args.out_dir, args.pairs, args.seed, args.size, args.kinds, args.shard_size, progress=True)
+    manifest = make_dataset(
+        args.out_dir, args.pairs, args.seed, args.size, args.kinds, args.shard_size, progress=True, anatomies=args.anatomies
+    )
     print(f"wrote {manifest['n_pairs']} pairs in {len(manifest['shards'])} shards to {args.out_dir}")
     return 0
 

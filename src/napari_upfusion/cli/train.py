@@ -35,6 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="CPU autocast precision")
+    p.add_argument("--loss", choices=["authors", "decision"], default=d.loss,
+                   help="training loss: the authors' (max intensity and gradient) or the activity decision map")
+    p.add_argument("--init-from", default=d.init_from, metavar="WEIGHTS",
+                   help="start from the tensors of this weights file that fit (never the backbone); "
+                   "'bundled' means the shipped small weights")
+    p.add_argument("--random-backbone", action="store_true",
+                   help="a seeded random frozen backbone instead of the config's pretrained one (for comparison)")
+    p.add_argument("--anatomies", nargs="+", choices=["mni152", "colin27"], default=list(d.anatomies),
+                   help="head anatomies of the medical training pairs (default: both)")
     p.add_argument(
         "--threads", type=whole_number("--threads", 0), default=d.threads, help="torch threads (0: torch's default)"
     )
@@ -44,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model import bundled_weights
     from ..training.loop import TrainSettings, train
 
     settings = TrainSettings(
@@ -55,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         precision=args.precision,
+        loss=args.loss,
+        init_from=str(bundled_weights("small")) if args.init_from == "bundled" else args.init_from,
+        random_backbone=args.random_backbone,
+        anatomies=tuple(args.anatomies),
         threads=args.threads,
         save_every=args.save_every,
         log_every=args.log_every,

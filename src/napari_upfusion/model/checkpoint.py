@@ -37,6 +37,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
 from ..errors import CheckpointError, WeightsNotFoundError
+from .backbones import pretrained_state_dict
 from .cache import cache_dir
 from .factory import get_config
 from .upfusion import UPFusion, UPFusionConfig
@@ -338,6 +339,24 @@ def _check_and_load(model: UPFusion, state: dict[str, torch.Tensor], where: str,
     return sorted(state)
 
 
+_BACKBONE_PREFIX = "scpm.backbone."
+
+
+def _with_pretrained_backbone(content: dict[str, torch.Tensor], cfg: UPFusionConfig, where: str) -> dict[str, torch.Tensor]:
+    """``content`` plus the backbone weights of ``cfg.backbone_weights`` (a file must not hold them itself)."""
+    if cfg.backbone_weights is None:
+        return content
+    stored = sorted(k for k in content if k.startswith(_BACKBONE_PREFIX))
+    if stored:
+        raise CheckpointError(
+            f"{where} holds {len(stored)} backbone tensors although its config takes the backbone from "
+            f"{cfg.backbone_weights!r}, so nothing was loaded; save it again with save_checkpoint.",
+            unexpected=stored,
+        )
+    backbone = pretrained_state_dict(cfg.backbone_weights, cfg.backbone)
+    return {**content, **{_BACKBONE_PREFIX + k: v for k, v in backbone.items()}}
+
+
 def _unwrap_authors(content: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     """The authors' state dict inside ``content``, or ``None`` if the layout is not theirs."""
     state = content.get("AWF", content)
@@ -393,6 +412,7 @@ def load_model(
             raise CheckpointError(f"{where} has an unreadable UP-Fusion config in its metadata ({error}).") from None
         with torch.device("meta"):
             model = UPFusion(cfg)
+        content = _with_pretrained_backbone(content, cfg, where)
         loaded = _check_and_load(model, content, where, [])
         report = LoadReport(str(path), "napari-upfusion", cfg.name, loaded=loaded, metadata=metadata)
     else:
@@ -421,12 +441,17 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` in the project's format: safetensors (``dtype``) with its config in the metadata.
 
+    A backbone whose weights come from a pretrained source (``config.backbone_weights``)
+    is left out; :func:`load_model` takes it from that source again.
+
     The file is written to a temporary name and renamed, so it is never half-written.
     """
     path = Path(path)
+    pretrained = model.config.backbone_weights is not None  # those weights come from their package when loading
     state = {
         k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
         for k, v in model.state_dict().items()
+        if not (pretrained and k.startswith(_BACKBONE_PREFIX))
     }
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})

@@ -8,6 +8,7 @@ from importlib import resources
 
 import torch
 
+from .backbones import load_pretrained_backbone
 from .upfusion import UPFusion, UPFusionConfig
 
 __all__ = ["create_model", "get_config", "list_configs"]
@@ -34,7 +35,14 @@ def get_config(name: str) -> UPFusionConfig:
 
 
 def create_model(config: str | UPFusionConfig, device: str | torch.device | None = None) -> UPFusion:
-    """A freshly initialised :class:`UPFusion` for a config name or object (no weights loaded)."""
+    """A freshly initialised :class:`UPFusion` for a config name or object.
+
+    No trained weights are loaded; a config whose ``backbone_weights`` names a
+    pretrained source gets those weights in its frozen backbone.
+    """
     cfg = get_config(config) if isinstance(config, str) else config
     with torch.device(device or "cpu"):
-        return UPFusion(cfg)
+        model = UPFusion(cfg)
+    if cfg.backbone_weights is not None:
+        load_pretrained_backbone(model.scpm.backbone, cfg.backbone_weights, cfg.backbone)
+    return model

@@ -2,7 +2,7 @@
 
 - :class:`SemanticChannelPruning` (SCPM): keeps the most useful channels of the
   merged shallow features, ranked by squeeze-excitation weights plus a score
-  from a frozen ConvNeXt that looks at a 3-channel projection of them.
+  from a frozen pretrained backbone that looks at a 3-channel projection of them.
 - :class:`GeometricAffineModulation` (GAM): re-injects each modality's own
   statistics into its branch as a per-channel scale and shift.
 - :class:`TextChannelPerturbation` (TCPM): lets a text code reorder the
@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import build_backbone
 from .blocks import (
     ChannelLayerNorm,
     GatedDconvFFN,
@@ -31,7 +31,6 @@ __all__ = [
     "SemanticChannelPruning",
     "TextChannelPerturbation",
     "TopKCrossAttention",
-    "build_backbone",
     "gather_channels",
 ]
 
@@ -44,21 +43,11 @@ def gather_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[:, :, None, None].expand(b, index.shape[1], h, w))
 
 
-def build_backbone(name: str) -> nn.Module:
-    """A timm ConvNeXt trunk without its classifier head and without pretrained weights.
-
-    Weights come from the UP-Fusion checkpoint, never from the network.
-    """
-    model = timm.create_model(name, pretrained=False, num_classes=0)
-    model.head = nn.Identity()  # forward_features stops before the head; drop its parameters too
-    return model
-
-
 class SemanticChannelPruning(nn.Module):
-    """SCPM: keep ``keep_ratio`` of the channels, chosen by SE weights plus ConvNeXt semantics.
+    """SCPM: keep ``keep_ratio`` of the channels, chosen by SE weights plus a frozen backbone's semantics.
 
-    The ConvNeXt sees a bilinear ``input_size`` x ``input_size`` resize of a
-    1x1 projection of the features to 3 channels, with no ImageNet
+    The backbone (ConvNeXt in the paper; see :mod:`.backbones`) sees a bilinear
+    ``input_size`` x ``input_size`` resize of a 1x1 projection of the features to 3 channels, with no ImageNet
     normalisation, and runs without gradient.  Its globally pooled features go
     through a linear layer and a sigmoid, scaled by the learnt ``alpha``.
     """
@@ -90,7 +79,7 @@ class SemanticChannelPruning(nn.Module):
         return self
 
     def semantic_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled ConvNeXt features ``[B, num_features]`` of the 3-channel projection of ``x``."""
+        """Pooled backbone features ``[B, num_features]`` of the 3-channel projection of ``x``."""
         rgb = F.interpolate(self.to_rgb(x), size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         with torch.no_grad():
             return self.backbone.forward_features(rgb).mean(dim=(2, 3))

@@ -30,7 +30,12 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 class UPFusionConfig:
     """Every architectural choice of :class:`UPFusion`.
 
-    The defaults are the paper configuration.  ``text_encoder`` names how
+    The defaults are the paper configuration.  ``backbone`` is SCPM's frozen timm
+    trunk; ``backbone_weights`` names where its weights come from: ``None`` for
+    the checkpoint itself (the authors' ConvNeXt-Base), or a source of
+    :data:`~napari_upfusion.model.backbones.PRETRAINED_SOURCES` (real pretrained
+    weights in an installed package, not stored again in the project's
+    checkpoints).  ``text_encoder`` names how
     prompts become the ``text_dim``-wide code: ``"clip-vit-b-32"`` (OpenAI CLIP
     text tower, as the authors) or ``"prompt-table"`` (a fixed table of codes
     stored with the weights, one per entry of ``prompts``).  ``cpu_precision``
@@ -54,6 +59,7 @@ class UPFusionConfig:
     bias: bool = False
     layernorm_with_bias: bool = True
     backbone: str = "convnext_base"
+    backbone_weights: str | None = None
     backbone_input_size: int = 224
     scpm_keep_ratio: float = 0.7
     scpm_reduction: int = 8
@@ -82,6 +88,15 @@ class UPFusionConfig:
             raise ValueError(f"cpu_precision must be 'fp32' or 'bf16', not {self.cpu_precision!r}.")
         if self.cpu_streams < 1:
             raise ValueError(f"cpu_streams must be at least 1, not {self.cpu_streams}.")
+        if self.backbone_weights is not None:
+            from .backbones import PRETRAINED_SOURCES
+
+            source = PRETRAINED_SOURCES.get(self.backbone_weights)
+            if source is None or source.architecture != self.backbone:
+                raise ValueError(
+                    f"backbone_weights {self.backbone_weights!r} is not a known source of {self.backbone} weights; "
+                    f"known sources: {', '.join(f'{k} ({v.architecture})' for k, v in PRETRAINED_SOURCES.items())}."
+                )
         if self.text_encoder == "prompt-table" and not self.prompts:
             raise ValueError("a 'prompt-table' config must list its prompts.")
 

@@ -19,6 +19,8 @@ weights are written as fp16 safetensors with their config.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -30,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import UPFusion, create_model, get_config, save_checkpoint
+from ..model import UPFusion, create_model, get_config, read_checkpoint_file, save_checkpoint
 from ..model.text import DEFAULT_PROMPTS
-from .loss import fusion_loss
+from .loss import LOSSES
 
-__all__ = ["PROMPT_ALIASES", "TrainSettings", "prompt_table_codes", "train"]
+__all__ = ["PROMPT_ALIASES", "TrainSettings", "initialise_from", "prompt_table_codes", "train"]
 
 
 @dataclass
@@ -56,7 +58,17 @@ class TrainSettings:
     seed: int = 0
     code_seed: int = 2026
     kinds: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
+    #: Head anatomies of the medical pairs (see :func:`napari_upfusion.samples.head_model`).
+    anatomies: tuple[str, ...] = ("mni152", "colin27")
     precision: str = "bf16"
+    #: ``"authors"`` (their loss) or ``"decision"`` (activity decision map); see :mod:`.loss`.
+    loss: str = "authors"
+    #: Smoothing (pixels) of the decision maps of the ``decision`` loss: intensity target, gradient target.
+    decision_sigmas: tuple[float, float] = (3.0, 1.0)
+    #: Weights file whose tensors of matching name and shape start the run (the backbone excepted).
+    init_from: str = ""
+    #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
+    random_backbone: bool = False
     threads: int = 0
     log_every: int = 50
     save_every: int = 500
@@ -81,6 +93,20 @@ def prompt_table_codes(prompts: tuple[str, ...], text_dim: int, seed: int) -> to
     return codes
 
 
+def initialise_from(model: UPFusion, path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Copy the tensors of a weights file into ``model`` where name and shape match; the backbone is never copied.
+
+    Returns ``(copied, skipped)`` key lists (skipped: in the model but not taken from the file).
+    """
+    content, _ = read_checkpoint_file(path)
+    own = model.state_dict()
+    copied = [k for k, v in content.items() if k in own and not k.startswith("scpm.backbone.") and v.shape == own[k].shape]
+    with torch.no_grad():
+        for key in copied:
+            own[key].copy_(content[key].to(own[key].dtype))
+    return sorted(copied), sorted(set(own) - set(copied))
+
+
 def _learning_rate(step: int, s: TrainSettings) -> float:
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
@@ -94,7 +120,9 @@ def _batches(settings: TrainSettings, prompts: tuple[str, ...], start_step: int)
     from ..training_data import PairDataset
 
     start = start_step * settings.batch_size
-    dataset = iter(PairDataset(seed=settings.seed, size=settings.crop, kinds=settings.kinds, start=start))
+    dataset = iter(
+        PairDataset(seed=settings.seed, size=settings.crop, kinds=settings.kinds, start=start, anatomies=settings.anatomies)
+    )
     while True:
         items = [next(dataset) for _ in range(settings.batch_size)]
         a = torch.from_numpy(np.stack([i[0] for i in items]))[:, None]
@@ -115,8 +143,15 @@ def train(
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
+    if s.loss not in LOSSES:
+        raise ValueError(f"unknown loss {s.loss!r}; choose one of {', '.join(LOSSES)}.")
     cfg = get_config(s.config)
+    if s.random_backbone:
+        cfg = dataclasses.replace(cfg, backbone_weights=None)
     model: UPFusion = create_model(cfg)
+    if s.init_from and not (out / "last.pt").exists():
+        copied, skipped = initialise_from(model, s.init_from)
+        log(f"initialised {len(copied)} tensors from {s.init_from}; {len(skipped)} kept their initial values")
     if cfg.text_encoder == "prompt-table":
         model.prompt_codes.copy_(prompt_table_codes(cfg.prompts, cfg.text_dim, s.code_seed))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -133,6 +168,9 @@ def train(
     history_file = out / "history.jsonl"
     batches = _batches(s, cfg.prompts, step)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16")
+    loss_fn = LOSSES[s.loss]
+    if s.loss == "decision":
+        loss_fn = functools.partial(loss_fn, sigma_target=s.decision_sigmas[0], sigma_gradient=s.decision_sigmas[1])
     tick = time.perf_counter()
     running: dict[str, float] = {}
     while step < s.steps:
@@ -141,7 +179,7 @@ def train(
             group["lr"] = _learning_rate(step, s)
         with autocast:
             fused = model(a, b, model.prompt_codes[index] if cfg.text_encoder == "prompt-table" else None)
-        losses = fusion_loss(a, b, fused.float())
+        losses = loss_fn(a, b, fused.float())
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(trainable, s.grad_clip)
@@ -168,5 +206,6 @@ def train(
             )
             os.replace(tmp, last)
     model.eval()
-    meta = {"training": json.dumps({**asdict(s), "kinds": list(s.kinds)}), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}
+    recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies", "decision_sigmas")}}
+    meta = {"training": json.dumps(recorded), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}
     return save_checkpoint(model, out / f"upfusion_{s.config}.safetensors", metadata=meta)

