@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from napari_upfusion.cli import main
-from napari_upfusion.model import get_config, load_model
+from napari_upfusion.model import bundled_weights, create_model, get_config, load_model
 from napari_upfusion.model.checkpoint import read_checkpoint_file
 from napari_upfusion.model.text import DEFAULT_PROMPTS
-from napari_upfusion.training.loop import TrainSettings, _learning_rate, prompt_table_codes
+from napari_upfusion.training.loop import TrainSettings, _learning_rate, initialise_from, prompt_table_codes
+from napari_upfusion.training.loss import decision_loss, decision_targets, fusion_loss, sobel
 
 
 def _train(out, steps: int) -> int:
@@ -83,3 +85,51 @@ def test_bad_training_numbers_are_one_sentence(tmp_path, capsys, flag, value, me
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def _activity_pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a`` textured on the left half and flat on the right, ``b`` the other way round."""
+    generator = torch.Generator().manual_seed(0)
+    texture = torch.rand(1, 1, size, size, generator=generator)
+    left = torch.zeros(1, 1, size, size)
+    left[..., : size // 2] = 1
+    a = 0.3 + 0.4 * texture * left
+    b = 0.5 + 0.4 * texture.flip(-1) * (1 - left)
+    return a, b
+
+
+def test_decision_targets_take_each_region_from_the_more_active_source():
+    a, b = _activity_pair(48)
+    target, gx, gy = decision_targets(a, b, sigma_target=1.0, sigma_gradient=1.0)
+    left, right = (..., slice(3, -3), slice(3, 18)), (..., slice(3, -3), slice(30, 45))  # off the seam and border
+    assert torch.equal(target[left], a[left]) and torch.equal(target[right], b[right])
+    (ax, ay), (bx, by) = sobel(a), sobel(b)
+    assert torch.equal(gx[left], ax[left]) and torch.equal(gy[right], by[right])
+    # the pixel-wise maximum would take b's brighter flat level on the left instead of a's texture
+    assert not torch.equal(torch.maximum(a, b)[left], a[left])
+
+
+def test_decision_loss_prefers_its_target_to_the_pixelwise_maximum():
+    a, b = _activity_pair()
+    target, _, _ = decision_targets(a, b)
+    at_target, at_max = decision_loss(a, b, target), decision_loss(a, b, torch.maximum(a, b))
+    assert float(at_target["intensity"]) == 0 and float(at_target["ssim"]) < 1e-3
+    assert float(at_target["total"]) < 0.5 * float(at_max["total"])
+    assert float(fusion_loss(a, b, torch.maximum(a, b))["intensity"]) == 0  # the authors' loss wants the maximum
+
+
+def test_warm_start_copies_fitting_tensors_and_a_random_backbone_is_stored(tmp_path):
+    """--init-from takes every tensor that fits except the backbone; --random-backbone keeps it in the file."""
+    argv = ["train", str(tmp_path), "--steps", "1", "--batch-size", "1", "--crop", "32", "--threads", "1",
+            "--loss", "decision", "--init-from", "bundled", "--random-backbone", "--anatomies", "mni152"]  # fmt: skip
+    assert main(argv) == 0
+    content, metadata = read_checkpoint_file(tmp_path / "upfusion_small.safetensors")
+    recorded = json.loads(metadata["training"])
+    assert recorded["loss"] == "decision" and recorded["random_backbone"] and recorded["anatomies"] == ["mni152"]
+    assert any(k.startswith("scpm.backbone.") for k in content)  # random: part of the weights
+    model = create_model(dataclasses.replace(get_config("small"), backbone_weights=None))
+    copied, skipped = initialise_from(model, bundled_weights("small"))
+    assert "embed_a.weight" in copied and not any(k.startswith("scpm.backbone.") for k in copied)
+    assert any(k.startswith("scpm.backbone.") for k in skipped)
+    own = load_model("small").state_dict()
+    assert torch.equal(model.state_dict()["embed_a.weight"], own["embed_a.weight"])

@@ -164,3 +164,35 @@ def test_upfusion_make_data_subcommand(tmp_path) -> None:
     assert make_data.run(args) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["seed"] == 4 and manifest["n_pairs"] == 2
+
+
+def test_colin27_head_model_is_the_real_single_subject_brain() -> None:
+    """Colin27's brain mask and T1 come from mricron-data's ch2bet; tissue fractions are a partition of unity."""
+    import nibabel as nib
+
+    colin, mni = samples.head_model("colin27"), samples.head_model("mni152")
+    source = np.asarray(nib.load(samples.colin27_path()).dataobj).transpose(2, 1, 0)
+    pad = (colin.brain.shape[0] - source.shape[0]) // 2
+    inner = (slice(pad, -pad),) * 3
+    assert np.array_equal(colin.brain[inner], source > 0) and not colin.brain[:pad].any()
+    gm, wm = colin.gm.astype(np.float32) / 255, colin.wm.astype(np.float32) / 255
+    assert (gm + wm <= 1 + 1.5 / 255).all()  # each rounded to 1/255
+    assert wm[colin.brain].mean() > 0.3 and gm[colin.brain].mean() > 0.2
+    # a single subject is sharper than the 152-subject average: more fine detail inside the brain
+    def detail(model: samples.HeadModel) -> float:
+        t1 = model.t1.astype(np.float32)
+        return float(np.abs(t1 - ndi.gaussian_filter(t1, 1.0))[model.brain].mean())
+
+    assert detail(colin) > 1.2 * detail(mni)
+    for (lo, hi), n in zip(colin.bbox, colin.brain.shape):  # the simulated skull and scalp fit the grid
+        assert 0 < lo and hi < n
+
+
+def test_anatomies_choose_the_head_of_medical_pairs() -> None:
+    both = [td.make_pair(3, i, 64, kinds=("MRI-CT",)) for i in range(4)]
+    again = [td.make_pair(3, i, 64, kinds=("MRI-CT",), anatomies=samples.ANATOMIES) for i in range(4)]
+    mni_only = [td.make_pair(3, i, 64, kinds=("MRI-CT",), anatomies=("mni152",)) for i in range(4)]
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(both, again))
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(both, mni_only))
+    with pytest.raises(ValueError, match="anatomies must be a non-empty selection"):
+        td.make_pair(3, 0, 64, anatomies=("colin28",))
