@@ -12,8 +12,14 @@ import torchvision
 from conftest import rel_l2
 
 from napari_upfusion.errors import CheckpointError
-from napari_upfusion.model import create_model, get_config, load_model, read_checkpoint_file, save_checkpoint
-from napari_upfusion.model import torchvision_convnext_to_timm
+from napari_upfusion.model import (
+    create_model,
+    get_config,
+    load_model,
+    read_checkpoint_file,
+    save_checkpoint,
+    torchvision_convnext_to_timm,
+)
 from napari_upfusion.model.backbones import build_backbone, efficientnet_pytorch_to_timm, pretrained_state_dict
 
 

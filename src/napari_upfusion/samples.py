@@ -74,6 +74,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "ANATOMIES",
     "CONTRASTS",
     "LAYERS",
     "SKIMAGE_COLOUR_SCENES",
@@ -82,7 +83,6 @@ __all__ = [
     "brain_mri_ct",
     "brain_mri_pet",
     "brain_mri_spect",
-    "ANATOMIES",
     "colin27_path",
     "head_model",
     "infrared_visible",
