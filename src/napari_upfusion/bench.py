@@ -36,6 +36,7 @@ import torch
 from .engine.runner import PRECISIONS, SliceRunner, compile_fuser, resolve_device, resolve_precision
 from .errors import UPFusionError
 from .model import create_model, load_model
+from .model.factory import config_from
 from .model.text import default_prompt, encode_prompt
 
 __all__ = ["BenchRow", "format_rows", "hardware", "run_benchmark", "synthetic_stack"]
@@ -121,6 +122,7 @@ class _PeakRSS:
 
 
 def _load(config: str, checkpoint: str | None, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The network of ``config`` (a name or a JSON config file): given, bundled or released weights, else random."""
     if checkpoint:
         return load_model(checkpoint, device), Path(checkpoint).name
     if config == "small":
@@ -129,7 +131,7 @@ def _load(config: str, checkpoint: str | None, device: torch.device) -> tuple[to
         return load_model(config, device), "released"
     except Exception:  # noqa: BLE001 - no weights here: speed does not depend on them, say so in the table
         torch.manual_seed(0)
-        return create_model(config, device).eval().requires_grad_(False), "random init"
+        return create_model(config_from(config), device).eval().requires_grad_(False), "random init"
 
 
 def _measure(runner: SliceRunner, a: np.ndarray, b: np.ndarray, code: torch.Tensor, repeat: int):
@@ -189,7 +191,8 @@ def run_benchmark(
                 return None
             return float(np.linalg.norm(out - reference) / max(np.linalg.norm(reference), 1e-12))
 
-        rows.append(BenchRow(config, weights, str(dev), "fp32", False, False, size, 1, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0, rel_error(ref_out, cpu_out)))
+        label = Path(config).stem if config.endswith(".json") else config
+        rows.append(BenchRow(label, weights, str(dev), "fp32", False, False, size, 1, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0, rel_error(ref_out, cpu_out)))
         if log:
             log(rows[-1])
         for precision in precisions:
@@ -205,7 +208,7 @@ def run_benchmark(
                                          compiled=compile_fuser(model, dev) if compiled else None)  # fmt: skip
                     out, seconds, mem, gpu = _measure(runner, a, b, code, repeat)
                     rows.append(
-                        BenchRow(config, weights, str(dev), precision, cl, runner.compiled is not None, size,
+                        BenchRow(label, weights, str(dev), precision, cl, runner.compiled is not None, size,
                                  runner.batch_size_used or 1, runner.streams_for(runner.batch_size_used or 1), count, seconds, count / seconds, mem, gpu,
                                  ref_s / seconds, rel_error(out, ref_out), rel_error(out, cpu_out))
                     )  # fmt: skip

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Each row is compared with a reference run in the same process on the same weights: one slice "
         "at a time, fp32, padded per slice (the authors' test script).",
     )
-    p.add_argument("--config", action="append", dest="configs", help="small, paper (repeatable; default: both)")
+    p.add_argument("--config", action="append", dest="configs",
+                   help="small, paper or a JSON config file (repeatable; default: small and paper)")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=whole_number("--size", 8), default=256, help="slice side in pixels (default 256)")
     p.add_argument("--slices", type=whole_number("--slices"), help="slices per run (default: 32, or 8 for paper on a CPU)")
