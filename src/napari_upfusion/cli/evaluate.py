@@ -40,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "CT"], type=str.upper,
                         choices=list(MODALITIES),
                         help="modality of A_DIR and of B_DIR (default: MRI CT); sets the intensity rule and prompt")
-    parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the pair's built-in prompt)")
+    parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the authors' prompt for paper and "
+                        "authors' checkpoints, the only one their weights were trained with; the pair's built-in "
+                        "prompt for small)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
     parser.add_argument("--device", default="cpu", help="torch device the fusers run on (default: cpu)")
     parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
