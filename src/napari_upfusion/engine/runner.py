@@ -216,6 +216,9 @@ def estimate_slice_bytes(fuser: nn.Module, height: int, width: int, precision: s
 class SliceRunner:
     """Fuse stacks of slices with ``fuser`` on ``device`` at ``precision``.
 
+    ``precision`` is a key of :data:`PRECISIONS`: ``fp32`` runs in full float32
+    (on CUDA with TF32 off while the fuser runs, see :func:`tf32`), ``tf32``
+    (CUDA) in float32 with TF32 on, ``bf16``/``fp16`` under autocast.
     ``batch_size`` is a number or ``"auto"`` (from free memory, at most
     ``max_batch``).  ``channels_last`` stores activations NHWC (``None``: on a
     GPU only); it changes the fuser's own memory format.  ``compiled`` is an
