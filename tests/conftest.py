@@ -69,6 +69,36 @@ def tiny_config():
     )
 
 
+@pytest.fixture(scope="session")
+def random_clip(tmp_path_factory):
+    """A randomly initialised open_clip ViT-B-32 saved as a state dict in OpenAI's layout (the stand-in for
+    OpenAI's weights, which tests never download), and the model itself."""
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    with torch.no_grad():  # OpenAI's file holds fp16 weights; make the random ones fp16-representable too
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    path = tmp_path_factory.mktemp("clip") / "ViT-B-32.pt"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+@pytest.fixture()
+def authors_prompt_code(golden):
+    """The authors' prompt with a cached CLIP code, so CLIP-conditioned models run offline without CLIP weights.
+
+    The code is the golden data's text code, cached under the key of OpenAI's CLIP run on the CPU in fp16 (as a
+    machine without a GPU would have computed it); the test's cache folder is its own.
+    """
+    from napari_upfusion.model.text import AUTHORS_PROMPT, OPENAI_IDENTITY, PromptCodeCache, prompt_cache_key
+
+    code = torch.from_numpy(golden["gray_text"][0])
+    PromptCodeCache.default().put(prompt_cache_key(OPENAI_IDENTITY, "cpu", "fp16"), AUTHORS_PROMPT, code)
+    return code.unsqueeze(0)
+
+
 def rel_l2(x, y) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     return float(np.linalg.norm(x - y) / np.linalg.norm(y))

@@ -185,8 +185,8 @@ def test_prompt_code_is_computed_once_per_call(small, monkeypatch):
     from napari_upfusion.engine import api
 
     calls = []
-    real = api.encode_prompt
-    monkeypatch.setattr(api, "encode_prompt", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    real = api.prompt_code
+    monkeypatch.setattr(api, "prompt_code", lambda *args, **kw: calls.append(1) or real(*args, **kw))
     engine = FusionEngine(small, device="cpu")
     a, b = _pair((5, 32, 32))
     engine.fuse(a, b, modalities=("MRI", "CT"))

@@ -10,27 +10,17 @@ from napari_upfusion.model import create_model, get_config
 from napari_upfusion.model.text import (
     AUTHORS_PROMPT,
     DEFAULT_PROMPTS,
+    OPENAI_IDENTITY,
     ClipTextEncoder,
     PromptCodeCache,
+    clip_prompt_code,
     default_prompt,
     encode_prompt,
+    is_trained_prompt,
     pair_key,
+    prompt_cache_key,
+    prompt_code,
 )
-
-
-@pytest.fixture(scope="module")
-def random_clip(tmp_path_factory):
-    """A randomly initialised open_clip ViT-B-32 saved as a state dict in OpenAI's layout."""
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
-    with torch.no_grad():  # OpenAI's file holds fp16 weights; make the random ones fp16-representable too
-        for p in model.parameters():
-            p.copy_(p.half().float())
-    path = tmp_path_factory.mktemp("clip") / "ViT-B-32.pt"
-    torch.save(model.state_dict(), path)
-    return path, model
 
 
 @pytest.fixture()
@@ -80,8 +70,9 @@ def test_cache_is_keyed_by_encoder_identity(random_clip, tmp_path):
     path, _ = random_clip
     cache = PromptCodeCache(tmp_path / "codes")
     identity = ClipTextEncoder(path).identity
-    assert identity.startswith("clip-vit-b-32-sha256-") and identity.endswith("-fp16")
+    assert identity.startswith("clip-vit-b-32-sha256-") and identity.endswith("-cpu-fp16")
     assert ClipTextEncoder(path, precision="fp32").identity != identity
+    assert ClipTextEncoder(path, device="cuda").identity == identity.replace("-cpu-", "-cuda-")  # no GPU needed
     cache.put(identity, "p", torch.ones(512))
     assert torch.equal(cache.get(identity, "p"), torch.ones(512))
     assert cache.get("another-encoder", "p") is None
@@ -129,3 +120,59 @@ def test_small_model_prompt_table():
     assert len({tuple(c[0].tolist()) for c in codes}) == len(DEFAULT_PROMPTS)
     with pytest.raises(PromptError, match="fixed set of prompts"):
         encode_prompt(model, "my own words")
+
+
+def test_clip_models_default_to_the_one_prompt_their_weights_were_trained_with():
+    """The authors trained and tested with AUTHORS_PROMPT alone; small was trained with each of its table prompts."""
+    paper, small = get_config("paper"), get_config("small")
+    for pair in [("MRI", "CT"), ("VIS", "IR"), ("MRI", "SPECT")]:
+        assert default_prompt(*pair, text_encoder="clip-vit-b-32") == AUTHORS_PROMPT
+        assert default_prompt(*pair, text_encoder="prompt-table") == DEFAULT_PROMPTS[pair_key(*pair)] != AUTHORS_PROMPT
+    assert is_trained_prompt(paper, "  " + AUTHORS_PROMPT.replace(" ", "\n ", 3))  # whitespace aside
+    assert not any(is_trained_prompt(paper, p) for k, p in DEFAULT_PROMPTS.items() if k != "authors")
+    assert all(is_trained_prompt(small, p) for p in DEFAULT_PROMPTS.values())
+    assert not is_trained_prompt(small, "my own words")
+
+
+def test_cached_codes_are_keyed_by_device_and_dtype_and_the_authors_way_wins(clip_model):
+    """A code computed on CUDA (as the authors did) is preferred to one computed on the CPU; codes cached before
+    the device was part of the key count as CPU codes; the record says which was used."""
+    cache = PromptCodeCache.default()
+    cpu, cuda = torch.full((512,), 1.0), torch.full((512,), 2.0)
+    cache.put(f"{OPENAI_IDENTITY}-fp16", "legacy", cpu)  # the key before this change
+    legacy = prompt_code(clip_model, "legacy")
+    assert torch.equal(legacy.code[0], cpu) and (legacy.device, legacy.dtype, legacy.cached) == ("cpu", "fp16", True)
+    cache.put(prompt_cache_key(OPENAI_IDENTITY, "cpu", "fp16"), "p", cpu)
+    assert prompt_code(clip_model, "p").describe() == {"encoder": OPENAI_IDENTITY, "device": "cpu", "dtype": "fp16"}
+    cache.put(prompt_cache_key(OPENAI_IDENTITY, "cuda", "fp16"), "p", cuda)
+    found = prompt_code(clip_model, "p")
+    assert torch.equal(found.code[0], cuda) and found.device == "cuda"
+    assert torch.equal(clip_prompt_code("p", device="cpu").code[0], cpu)  # a pinned device reads only its own
+    with pytest.raises(WeightsNotFoundError):
+        clip_prompt_code("p", precision="fp32")  # another dtype is another key
+
+
+def test_a_new_code_is_computed_where_the_authors_computed_theirs_if_possible(random_clip, clip_model):
+    path, _ = random_clip
+    first = prompt_code(clip_model, AUTHORS_PROMPT, clip_weights=path)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert (first.device, first.dtype, first.cached) == (expected, "fp16", False)
+    again = prompt_code(clip_model, AUTHORS_PROMPT, clip_weights=path)
+    assert again.cached and again.device == expected and torch.equal(again.code, first.code)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_codes_without_a_gpu_is_one_sentence(random_clip):
+    path, _ = random_clip
+    with pytest.raises(WeightsNotFoundError, match="asked for on cuda, which this machine does not have"):
+        clip_prompt_code("x", clip_weights=path, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_and_cpu_codes_differ_only_in_the_last_bits(random_clip):
+    """The authors' fp16 CUDA code and the CPU's fp16 code of the same prompt agree to fp16 rounding."""
+    path, _ = random_clip
+    on_cuda = ClipTextEncoder(path, device="cuda").encode([AUTHORS_PROMPT])
+    on_cpu = ClipTextEncoder(path, device="cpu").encode([AUTHORS_PROMPT])
+    assert on_cuda.device.type == "cpu" and on_cuda.dtype == torch.float32
+    assert float((on_cuda - on_cpu).norm() / on_cpu.norm()) < 1e-2

@@ -133,3 +133,40 @@ def test_warm_start_copies_fitting_tensors_and_a_random_backbone_is_stored(tmp_p
     assert any(k.startswith("scpm.backbone.") for k in skipped)
     own = load_model("small").state_dict()
     assert torch.equal(model.state_dict()["embed_a.weight"], own["embed_a.weight"])
+
+
+def test_a_clip_conditioned_config_trains_with_the_clip_code_of_the_authors_prompt(tmp_path, tiny_config, random_clip):
+    """As the authors' Train.py: one CLIP code, of AUTHORS_PROMPT, for every pair; the weights then fuse with it."""
+
+    from napari_upfusion import FusionEngine
+    from napari_upfusion.model.text import AUTHORS_PROMPT
+
+    clip_path, _ = random_clip
+    config = tmp_path / "tiny_clip.json"
+    fields = {k: v for k, v in dataclasses.asdict(tiny_config).items() if k != "name"}
+    config.write_text(json.dumps(fields))
+    argv = ["train", str(tmp_path / "run"), "--config", str(config), "--steps", "1", "--batch-size", "2",
+            "--crop", "32", "--threads", "1", "--log-every", "1", "--clip-weights", str(clip_path)]  # fmt: skip
+    assert main(argv) == 0
+    weights = tmp_path / "run" / "upfusion_tiny_clip.safetensors"
+    _, metadata = read_checkpoint_file(weights)
+    code = json.loads(metadata["text_code"])
+    assert code["prompt"] == AUTHORS_PROMPT and code["dtype"] == "fp16"
+    assert code["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert json.loads(metadata["config"])["text_encoder"] == "clip-vit-b-32"
+    # the trained weights fuse with their own prompt by default, and say so
+    engine = FusionEngine(str(weights), device="cpu", clip_weights=clip_path)
+    image = torch.rand(40, 48).numpy()
+    info = engine.fuse(image, image[::-1].copy(), modalities=("VIS", "IR")).info
+    assert info["prompt"] == AUTHORS_PROMPT and info["prompt_trained"] is True
+
+
+def test_training_the_paper_config_without_clip_is_one_sentence(tmp_path, capsys):
+    """No CLIP weights and no cached code: exit 2 with one sentence, before any model is built or file written."""
+    assert main(["train", str(tmp_path / "run"), "--config", "paper", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("upfusion: error: Training the CLIP-conditioned 'paper' config needs the CLIP code")
+    assert "upfusion download clip" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert main(["train", str(tmp_path / "run"), "--config", "nope"]) == 2
+    assert "no model config named 'nope'" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from napari_upfusion.engine import registry
 from napari_upfusion.engine.registry import available_fusers
 from napari_upfusion.errors import InputError, PromptError, UPFusionError
 from napari_upfusion.model.factory import get_config
-from napari_upfusion.model.text import DEFAULT_PROMPTS
+from napari_upfusion.model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS
 
 PLUGIN = "napari-upfusion"
 REPO = Path(__file__).resolve().parents[1]
@@ -227,9 +227,20 @@ def test_widget_prompt_follows_the_pair_and_the_model(make_napari_viewer, brain)
     widget["model"].value = "average"
     assert not widget["prompt_text"].enabled and widget.options()["prompt"] is None
 
-    # the paper model takes free text; typed text is kept when the pair changes
+    # the paper model takes free text, starting from the one prompt its weights were trained with, listed
+    # first, whatever the pair; the pair prompts are offered as experiments; typed text is kept when the pair changes
     widget["model"].value = "paper"
-    assert not widget["prompt_text"].read_only and widget["prompt_text"].value == DEFAULT_PROMPTS["MRI-CT"]
+    assert not widget["prompt_text"].read_only and widget["prompt_text"].value == AUTHORS_PROMPT
+    assert widget["prompt"].choices[0] == AUTHORS_PROMPT and widget.options()["prompt"] == AUTHORS_PROMPT
+    assert "trained with the authors' prompt alone" in widget["prompt_note"].value
+    assert "channel order it never saw" in widget["prompt"].tooltip
+    combo = widget["prompt"].native
+    labels = dict(zip(widget["prompt"].choices, (combo.itemText(i) for i in range(combo.count()))))
+    assert labels[AUTHORS_PROMPT] == "authors' prompt (trained)" and "experiment" in labels[DEFAULT_PROMPTS["MRI-CT"]]
+    widget["prompt"].value = DEFAULT_PROMPTS["MRI-CT"]  # still selectable and editable
+    assert widget.options()["prompt"] == DEFAULT_PROMPTS["MRI-CT"]
+    widget["modality_b"].value = "SPECT"
+    assert widget.options()["prompt"] == DEFAULT_PROMPTS["MRI-CT"]  # the pair does not pick a CLIP model's prompt
     widget["prompt_text"].value = "Keep the bright bone."
     assert widget["prompt"].value == CUSTOM_PROMPT
     widget["modality_b"].value = "PET"

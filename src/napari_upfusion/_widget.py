@@ -35,7 +35,7 @@ from .engine.color import COLORMAPS
 from .engine.registry import available_fusers
 from .errors import FusionCancelled, InputError, UPFusionError
 from .model.factory import get_config
-from .model.text import DEFAULT_PROMPTS, MODALITIES, default_prompt
+from .model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS, MODALITIES, default_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -60,8 +60,10 @@ _PROMPT_HELP = {
         "pair it is fusing and so which features of each image to keep. Free text is not understood."
     ),
     "free": (
-        "The prompt, encoded by CLIP, steers which features of each image the network keeps. Edit it freely; "
-        "a new prompt needs CLIP ViT-B/32 weights (`upfusion download clip`) unless its code is cached."
+        "The released weights were trained with the authors' prompt alone, the default here. Any other prompt "
+        "(a modality pair's, or your own text) gives the network a channel order it never saw in training: an "
+        "experiment, recorded as such in the result's metadata. A new prompt needs CLIP ViT-B/32 weights "
+        "(`upfusion download clip`) unless its code is cached."
     ),
     "none": "The {model!r} fuser is a classical method and does not read a prompt.",
 }
@@ -91,7 +93,12 @@ def prompt_mode(model: str) -> tuple[str, tuple[str, ...]]:
     return info.prompt, ()
 
 
-def _prompt_label(prompt: str) -> str:
+def _prompt_label(prompt: str, mode: str = "table") -> str:
+    """The prompt menu's name for ``prompt``; for a CLIP model (``mode="free"``) it says which one was trained."""
+    if mode == "free":
+        if prompt == AUTHORS_PROMPT:
+            return "authors' prompt (trained)"
+        return _prompt_label(prompt) + " (untrained: experiment)"
     for key, text in DEFAULT_PROMPTS.items():
         if text == prompt:
             return {"authors": "authors' generic prompt", "generic": "generic"}.get(key, key)
@@ -257,8 +264,8 @@ class UPFusionWidget(Container):
         self._relay.progressed.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         self._layer_a.changed.connect(self._on_layer_a)
         self._layer_b.changed.connect(self._on_layer_b)
-        self._modality_a.changed.connect(self._select_default_prompt)
-        self._modality_b.changed.connect(self._select_default_prompt)
+        self._modality_a.changed.connect(self._on_modality)
+        self._modality_b.changed.connect(self._on_modality)
         self._model.changed.connect(self._on_model)
         self._prompt_choice.changed.connect(self._on_prompt_choice)
         # magicgui's TextEdit never emits `changed` (QTextEdit.textChanged carries no value), so listen to Qt
@@ -341,8 +348,9 @@ class UPFusionWidget(Container):
         try:
             if mode == "table":
                 choices = [(_prompt_label(p), p) for p in prompts]
-            elif mode == "free":
-                choices = [(_prompt_label(p), p) for p in DEFAULT_PROMPTS.values()] + [(CUSTOM_PROMPT, CUSTOM_PROMPT)]
+            elif mode == "free":  # the trained prompt first, then the others
+                prompts = sorted(DEFAULT_PROMPTS.values(), key=lambda p: p != AUTHORS_PROMPT)
+                choices = [(_prompt_label(p, mode), p) for p in prompts] + [(CUSTOM_PROMPT, CUSTOM_PROMPT)]
             else:
                 choices = [(_NO_PROMPT, _NO_PROMPT)]
             self._prompt_entries = choices
@@ -358,12 +366,18 @@ class UPFusionWidget(Container):
             widget.tooltip = help_text
         self._select_default_prompt()
 
+    def _on_modality(self, value: Any = None) -> None:
+        if self._prompt_mode == "table":  # only a prompt-table model's default depends on the pair
+            self._select_default_prompt()
+
     def _select_default_prompt(self, value: Any = None) -> None:
-        """Prefill the prompt from the modality pair (the pair's built-in prompt); typed text is kept."""
+        """Prefill the model's default prompt (the authors' for a CLIP model, the pair's for ``small``); typed
+        text is kept."""
         values = list(self._prompt_choice.choices)
         if self._prompt_choice.value == CUSTOM_PROMPT and CUSTOM_PROMPT in values:
             return
-        wanted = default_prompt(self._modality_a.value, self._modality_b.value)
+        encoder = "clip-vit-b-32" if self._prompt_mode == "free" else "prompt-table"
+        wanted = default_prompt(self._modality_a.value, self._modality_b.value, encoder)
         self._prompt_choice.value = wanted if wanted in values else values[0]
         self._on_prompt_choice()
 

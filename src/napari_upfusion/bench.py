@@ -5,7 +5,12 @@ the same weights and slices*: the authors' semantics, one slice at a time,
 float32, each slice padded on its own (``SliceRunner(batch_size=1,
 precision="fp32")``).  Each fast path reports its speed-up over that reference
 and the relative L2 error of its output against it, so no speed-up can change
-results silently beyond its precision.
+results silently beyond its precision.  On a GPU, ``cpu_reference`` also runs
+that reference on the CPU and reports each path's error against it (``vs CPU``):
+the GPU's own fp32 (TF32 off) differs from the CPU's only by kernel rounding,
+which UP-Fusion's channel rankings may amplify.  Precisions: ``fp32`` (full
+float32; TF32 off on a GPU), ``tf32`` (GPU: float32 with TF32 convolutions and
+matrix products, PyTorch's default for cuDNN), ``bf16`` and ``fp16`` (autocast).
 
 The slices are a deterministic synthetic stack (smooth structures plus texture)
 so that runs are comparable between machines; fusion cost does not depend on
@@ -28,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine.runner import SliceRunner, compile_fuser, resolve_device, resolve_precision
+from .engine.runner import PRECISIONS, SliceRunner, compile_fuser, resolve_device, resolve_precision
 from .errors import UPFusionError
 from .model import create_model, load_model
+from .model.factory import config_from
 from .model.text import default_prompt, encode_prompt
 
 __all__ = ["BenchRow", "format_rows", "hardware", "run_benchmark", "synthetic_stack"]
@@ -56,6 +62,8 @@ class BenchRow:
     peak_gpu_mb: float | None
     speedup: float
     rel_l2: float
+    #: Relative L2 error against the CPU's fp32 reference output (``None`` where it was not computed).
+    rel_l2_cpu: float | None = None
 
 
 def hardware(device: torch.device) -> str:
@@ -114,6 +122,7 @@ class _PeakRSS:
 
 
 def _load(config: str, checkpoint: str | None, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The network of ``config`` (a name or a JSON config file): given, bundled or released weights, else random."""
     if checkpoint:
         return load_model(checkpoint, device), Path(checkpoint).name
     if config == "small":
@@ -122,7 +131,7 @@ def _load(config: str, checkpoint: str | None, device: torch.device) -> tuple[to
         return load_model(config, device), "released"
     except Exception:  # noqa: BLE001 - no weights here: speed does not depend on them, say so in the table
         torch.manual_seed(0)
-        return create_model(config, device).eval().requires_grad_(False), "random init"
+        return create_model(config_from(config), device).eval().requires_grad_(False), "random init"
 
 
 def _measure(runner: SliceRunner, a: np.ndarray, b: np.ndarray, code: torch.Tensor, repeat: int):
@@ -149,15 +158,20 @@ def run_benchmark(
     device: str = "auto",
     size: int = 256,
     slices: int | None = None,
-    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    precisions: tuple[str, ...] = tuple(PRECISIONS),
     batch: int | str = "auto",
     channels_last: tuple[bool, ...] = (False, True),
     compile: tuple[bool, ...] = (False,),
     checkpoint: str | None = None,
     repeat: int = 1,
+    cpu_reference: bool = False,
     log=None,
 ) -> list[BenchRow]:
-    """Measure the reference and every requested fast path for each config; one :class:`BenchRow` each."""
+    """Measure the reference and every requested fast path for each config; one :class:`BenchRow` each.
+
+    Precisions the device lacks (``tf32`` and ``fp16`` on a CPU) are skipped with a note to ``log``.
+    ``cpu_reference`` fills each row's ``rel_l2_cpu`` on a GPU; on a CPU it is ``rel_l2`` anyway.
+    """
     dev = resolve_device(device)
     rows: list[BenchRow] = []
     for config in configs:
@@ -167,7 +181,18 @@ def run_benchmark(
         code = encode_prompt(model, default_prompt("MRI", "PET")) if model.config.text_encoder == "prompt-table" else torch.randn(1, 512, generator=torch.Generator().manual_seed(0))
         reference_runner = SliceRunner(model, dev, "fp32", batch_size=1, streams=1)
         ref_out, ref_s, ref_mem, ref_gpu = _measure(reference_runner, a, b, code, repeat)
-        rows.append(BenchRow(config, weights, str(dev), "fp32", False, False, size, 1, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0))
+        if cpu_reference:  # on a CPU this only repeats the reference (which a dry run of the GPU check relies on)
+            cpu_out = _cpu_reference(model, a, b, code)
+        else:
+            cpu_out = ref_out if dev.type == "cpu" else None
+
+        def rel_error(out: np.ndarray, reference: np.ndarray | None) -> float | None:
+            if reference is None:
+                return None
+            return float(np.linalg.norm(out - reference) / max(np.linalg.norm(reference), 1e-12))
+
+        label = Path(config).stem if config.endswith(".json") else config
+        rows.append(BenchRow(label, weights, str(dev), "fp32", False, False, size, 1, 1, count, ref_s, count / ref_s, ref_mem, ref_gpu, 1.0, 0.0, rel_error(ref_out, cpu_out)))
         if log:
             log(rows[-1])
         for precision in precisions:
@@ -182,11 +207,10 @@ def run_benchmark(
                     runner = SliceRunner(model, dev, precision, batch_size=batch, channels_last=cl,
                                          compiled=compile_fuser(model, dev) if compiled else None)  # fmt: skip
                     out, seconds, mem, gpu = _measure(runner, a, b, code, repeat)
-                    err = float(np.linalg.norm(out - ref_out) / max(np.linalg.norm(ref_out), 1e-12))
                     rows.append(
-                        BenchRow(config, weights, str(dev), precision, cl, runner.compiled is not None, size,
+                        BenchRow(label, weights, str(dev), precision, cl, runner.compiled is not None, size,
                                  runner.batch_size_used or 1, runner.streams_for(runner.batch_size_used or 1), count, seconds, count / seconds, mem, gpu,
-                                 ref_s / seconds, err)
+                                 ref_s / seconds, rel_error(out, ref_out), rel_error(out, cpu_out))
                     )  # fmt: skip
                     if log:
                         log(rows[-1])
@@ -195,15 +219,27 @@ def run_benchmark(
     return rows
 
 
+def _cpu_reference(model: torch.nn.Module, a: np.ndarray, b: np.ndarray, code: torch.Tensor) -> np.ndarray:
+    """The reference output (fp32, one slice at a time) of a copy of ``model`` on the CPU."""
+    import copy
+
+    on_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
+    return SliceRunner(on_cpu, torch.device("cpu"), "fp32", batch_size=1, streams=1).run(a, b, code)
+
+
 def format_rows(rows: list[BenchRow], device: torch.device | None = None) -> str:
-    """The benchmark table as plain text, with the hardware it came from."""
-    head = ["config", "weights", "device", "precision", "ch-last", "compiled", "slice", "batch", "streams", "slices/s", "host MB", "GPU MB", "x ref", "rel L2"]
+    """The benchmark table as plain text, with the hardware it came from.
+
+    The ``vs CPU`` column (error against the CPU's fp32 output) appears when a GPU row has it.
+    """
+    vs_cpu = any(r.rel_l2_cpu is not None and r.device != "cpu" for r in rows)
+    head = ["config", "weights", "device", "precision", "ch-last", "compiled", "slice", "batch", "streams", "slices/s", "host MB", "GPU MB", "x ref", "rel L2"] + (["vs CPU"] if vs_cpu else [])
     body = [
         [r.config, r.weights, r.device, r.precision, "yes" if r.channels_last else "no", "yes" if r.compiled else "no",
          f"{r.size}x{r.size}", str(r.batch), str(r.streams),
          f"{r.slices_per_s:.2f}", f"{r.peak_host_mb:.0f}", "-" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.0f}",
          "ref" if r.speedup == 1.0 and r.batch == 1 and r.streams == 1 and r.rel_l2 == 0.0 else f"{r.speedup:.2f}",
-         f"{r.rel_l2:.1e}"]
+         f"{r.rel_l2:.1e}"] + (["-" if r.rel_l2_cpu is None else f"{r.rel_l2_cpu:.1e}"] if vs_cpu else [])
         for r in rows
     ]  # fmt: skip
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]

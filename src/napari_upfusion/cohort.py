@@ -5,8 +5,9 @@ The manifest
 A CSV file with a header row.  Required columns: ``a`` and ``b`` (image paths,
 absolute or relative to the CSV's folder; ``a`` is the anatomical or visible
 image and the reference grid), ``modality_a`` and ``modality_b`` (``MRI, VIS,
-CT, PET, SPECT, IR``, any case).  Optional: ``prompt`` (empty means the pair's
-default prompt) and ``id`` (names the output).  Other columns are ignored with
+CT, PET, SPECT, IR``, any case).  Optional: ``prompt`` (empty means the model's
+default prompt: the authors' for CLIP-conditioned networks, the pair's for
+``small``) and ``id`` (names the output).  Other columns are ignored with
 a warning.  :func:`read_manifest` checks everything it can before any work and
 raises :class:`ManifestError` with one sentence per problem; input files that
 do not exist are listed as warnings, and those pairs fail with their reason

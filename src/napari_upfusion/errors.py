@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "FusionCancelled",
     "InputError",
+    "PrecisionWarning",
     "PromptError",
     "UPFusionError",
     "WeightsNotFoundError",
@@ -47,3 +48,7 @@ class InputError(UPFusionError, ValueError):
 
 class FusionCancelled(UPFusionError):
     """The user cancelled a fusion; nothing was returned or written."""
+
+
+class PrecisionWarning(UserWarning):
+    """A reduced precision was asked for that the model's weights were not checked at on that device."""

@@ -140,7 +140,8 @@ def evaluate_pairs(
         or a mapping of display names to ready slice-fuser modules.
     modalities, prompt
         As for :func:`napari_upfusion.fuse`: the modality of each folder and the
-        text prompt (default: the pair's).
+        text prompt (default: the model's, see :func:`~napari_upfusion.engine.api.fuse`: the authors'
+        prompt for CLIP-conditioned networks, the pair's built-in prompt for ``small``).
     save_dir
         If given, each fused image is written to ``save_dir/<fuser>/<name>.png``
         (8-bit; in colour when a source was in colour).

@@ -19,6 +19,10 @@ from ..errors import UPFusionError
 COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
 
 
+#: ``--precision`` choices of every command that fuses (see :class:`~napari_upfusion.engine.api.FusionEngine`).
+PRECISION_CHOICES = ["auto", "fp32", "tf32", "bf16", "fp16"]
+
+
 def whole_number(flag: str, minimum: int = 1, multiple: int = 1) -> Callable[[str], int]:
     """An argparse ``type`` for ``flag``: a whole number of at least ``minimum``, a multiple of ``multiple``."""
 

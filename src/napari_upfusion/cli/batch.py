@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import batch_size
+from . import PRECISION_CHOICES, batch_size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian, or a "
                         "checkpoint path (default: small)")
     parser.add_argument("--device", default="auto", help="auto (CUDA where a worker has it), cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     parser.add_argument("--axis", type=int, default=0, help="slicing axis of the volumes (default 0)")
     where = parser.add_mutually_exclusive_group()

@@ -17,11 +17,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Each row is compared with a reference run in the same process on the same weights: one slice "
         "at a time, fp32, padded per slice (the authors' test script).",
     )
-    p.add_argument("--config", action="append", dest="configs", help="small, paper (repeatable; default: both)")
+    p.add_argument("--config", action="append", dest="configs",
+                   help="small, paper or a JSON config file (repeatable; default: small and paper)")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=whole_number("--size", 8), default=256, help="slice side in pixels (default 256)")
     p.add_argument("--slices", type=whole_number("--slices"), help="slices per run (default: 32, or 8 for paper on a CPU)")
-    p.add_argument("--precision", action="append", dest="precisions", help="fp32, bf16, fp16 (default: fp32 and bf16)")
+    p.add_argument("--precision", action="append", dest="precisions",
+                   help="fp32 (TF32 off), tf32, bf16, fp16 (repeatable; default: every one this device has)")
+    p.add_argument("--cpu-reference", action="store_true",
+                   help="on a GPU, also report each path's error against the CPU's fp32 output (vs CPU)")
     p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
     p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="also measure torch.compile")
@@ -50,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         size=args.size,
         slices=args.slices,
-        precisions=tuple(args.precisions or ("fp32", "bf16")),
+        precisions=tuple(args.precisions or ("fp32", "tf32", "bf16", "fp16")),
         batch=args.batch_size,
         channels_last=_MEASURE[args.channels_last],
         compile=_MEASURE[args.compile],
         checkpoint=args.checkpoint,
         repeat=args.repeat,
+        cpu_reference=args.cpu_reference,
         log=None if args.json else _log,
     )
     device = resolve_device(args.device)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import PRECISION_CHOICES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -15,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("upfusion-demo"), help="output folder (default: upfusion-demo)")
     p.add_argument("--model", default="small", help="fuser to demonstrate (default: small)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     p.add_argument("--voxel-mm", type=int, default=2, choices=[1, 2, 3, 4], help="sample resolution (default 2 mm)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..model.text import MODALITIES
+from . import PRECISION_CHOICES
 
 DEFAULT_FUSERS = ["average", "maximum", "laplacian"]
 
@@ -39,10 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "CT"], type=str.upper,
                         choices=list(MODALITIES),
                         help="modality of A_DIR and of B_DIR (default: MRI CT); sets the intensity rule and prompt")
-    parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the pair's built-in prompt)")
+    parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the authors' prompt for paper and "
+                        "authors' checkpoints, the only one their weights were trained with; the pair's built-in "
+                        "prompt for small)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
     parser.add_argument("--device", default="cpu", help="torch device the fusers run on (default: cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     parser.add_argument("--digits", type=int, default=4, help="decimals printed (default: 4)")
     return parser
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..model.text import MODALITIES
-from . import batch_size
+from . import PRECISION_CHOICES, batch_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,20 +17,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Fuse A (anatomical/visible: MRI, VIS) with B (CT, PET, SPECT, IR). The output has A's grid and "
         "geometry; B is resampled onto it when the grids differ. Values are float32 in [0, 1] (8-bit for PNG).",
     )
-    p.add_argument("a", type=Path, help="anatomical or visible input (MRI, VIS)")
-    p.add_argument("b", type=Path, help="the other modality (CT, PET, SPECT, IR)")
+    p.add_argument("a", type=Path, help="anatomical or visible input (MRI, VIS): the network's first (visible) slot")
+    p.add_argument("b", type=Path, help="the other modality (CT, PET, SPECT, IR): the second (infrared) slot")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file; the format follows its extension")
     p.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "PET"], type=str.upper,
                    choices=list(MODALITIES), help="modality of A and of B (default: MRI PET)")
-    p.add_argument("--prompt", help="text that guides the fusion (default: the pair's built-in prompt); the small "
-                   "model understands only its built-in prompts (it picks its trained behaviour per modality pair), "
-                   "the paper model any text through CLIP")
+    p.add_argument("--prompt", help="text that guides the fusion. Default for the paper model and authors' "
+                   "checkpoints: the authors' prompt, the only one their released weights were trained with (any "
+                   "other text, e.g. a pair prompt, gives the network a channel order it never saw: an experiment). "
+                   "Default for small: the pair's built-in prompt (it understands only its built-in prompts)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian")
     which.add_argument("--checkpoint", type=Path, help="path of a checkpoint (the authors' Fuse.pth or our safetensors)")
     p.add_argument("--axis", type=int, default=0, help="slicing axis of a volume (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                   help="auto: what the model was validated at (fp32 for paper everywhere; TF32 off); bf16, fp16 or "
+                   "tf32 (GPU) only when asked, with a warning where not validated (channel rankings may change)")
     p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
     p.add_argument("--colormap", choices=["hot", "jet", "pet"], help="colour a scalar B first (colour fusion)")
     p.add_argument("--grey", action="store_true", help="write luminance only, even for colour inputs")

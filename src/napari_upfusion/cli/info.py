@@ -25,9 +25,9 @@ def collect() -> dict[str, str]:
 
     from .. import __version__
     from ..engine.registry import available_fusers
-    from ..model import bundled_weights, find_paper_checkpoint, list_configs
+    from ..model import bundled_weights, find_paper_checkpoint, get_config, list_configs
     from ..model.cache import cache_dir
-    from ..model.text import find_clip_weights
+    from ..model.text import CLIP_PRECISION, clip_device, find_clip_weights
 
     if torch.cuda.is_available():
         devices = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
@@ -45,7 +45,35 @@ def collect() -> dict[str, str]:
         "small weights": _status(bundled_weights),
         "paper weights": _status(find_paper_checkpoint),
         "CLIP ViT-B/32": _status(find_clip_weights),
+        "CLIP codes": _clip_codes(clip_device(), CLIP_PRECISION),
+        "auto precision": "; ".join(
+            f"{name}: {_auto_precisions(get_config(name))}"
+            for name in list_configs()
+        ),
     }
+
+
+def _clip_codes(device, precision: str) -> str:
+    """Where new CLIP prompt codes are computed here, next to where the authors computed theirs."""
+    if device.type == "cuda":
+        return f"new codes on CUDA in {precision}, as the authors computed theirs"
+    return (
+        f"new codes on the CPU in {precision} (the authors used CUDA in {precision}; CPU and CUDA codes may differ "
+        "in the last bits); codes cached from a CUDA run are used first"
+    )
+
+
+def _auto_precisions(config) -> str:
+    """What ``precision="auto"`` gives ``config`` here on the CPU and on any CUDA GPU."""
+    import torch
+
+    from ..engine.runner import resolve_precision, validated_precision
+
+    cpu = torch.device("cpu")
+    on_cpu = resolve_precision("auto", cpu, validated_precision(config, cpu))
+    on_gpu = validated_precision(config, torch.device("cuda"))
+    tf32 = " (TF32 off)" if on_gpu == "fp32" else ""
+    return f"{on_cpu} on this CPU, {on_gpu} on CUDA{tf32}"
 
 
 def run(args: argparse.Namespace) -> int:

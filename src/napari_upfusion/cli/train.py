@@ -17,7 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="train a small UP-Fusion on regenerated pairs (never on evaluation data); resumes from OUT_DIR/last.pt",
     )
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--config", default=d.config, help=f"model config name (default {d.config})")
+    p.add_argument(
+        "--config",
+        default=d.config,
+        help=f"model config: small, paper or a JSON config file (default {d.config}); a CLIP-conditioned config "
+        "(paper) is trained, as the authors trained it, with the CLIP code of their prompt, which needs CLIP weights",
+    )
+    p.add_argument("--clip-weights", help="CLIP ViT-B/32 weights file (CLIP-conditioned configs; default: as found)")
     p.add_argument("--steps", type=whole_number("--steps"), default=d.steps, help="stop after this many steps")
     p.add_argument(
         "--schedule-steps",
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         save_every=args.save_every,
         log_every=args.log_every,
+        clip_weights=args.clip_weights,
     )
     path = train(args.out_dir, settings)
     print(f"wrote {path}")

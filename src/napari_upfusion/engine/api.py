@@ -23,6 +23,7 @@ import dataclasses
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,9 +34,9 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import InputError, UPFusionError
+from ..errors import InputError, PrecisionWarning, UPFusionError
 from ..model import UPFusion, load_model
-from ..model.text import MODALITIES, default_prompt, encode_prompt, pair_key
+from ..model.text import MODALITIES, PromptCode, default_prompt, is_trained_prompt, pair_key, prompt_code
 from . import color as colour
 from .geometry import match_grids
 from .image import ImageData, is_lazy_array
@@ -49,6 +50,8 @@ from .runner import (
     compile_fuser,
     resolve_device,
     resolve_precision,
+    unvalidated_precision_note,
+    validated_precision,
 )
 
 __all__ = ["MIN_SLICE", "FusionEngine", "FusionResult", "fuse", "get_engine"]
@@ -200,10 +203,13 @@ class FusionEngine:
     ``model`` is a registered fuser name (``"small"``, ``"paper"``,
     ``"average"``, ...; see :func:`~.registry.available_fusers`), a checkpoint
     path, or a ready ``torch.nn.Module`` slice fuser.  ``precision`` is
-    ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPU only): ``"auto"`` is
-    bf16/fp16 autocast on a GPU, and on a CPU the fuser config's validated
-    ``cpu_precision`` (bf16 for ``small``) where the CPU has native bf16, else
-    fp32.  ``compile=True`` runs the fuser through
+    ``"auto"``, ``"fp32"``, ``"bf16"``, or on a GPU also ``"tf32"`` or
+    ``"fp16"``: ``"auto"`` is the precision the fuser's config says its weights
+    were checked at on that device (:func:`~.runner.validated_precision`): fp32
+    for ``paper`` everywhere and for ``small`` on a GPU, bf16 for ``small`` on a
+    CPU with native bf16.  fp32 is full float32 (TF32 off on a GPU).  An explicit
+    reduced precision that was not validated runs with a :class:`PrecisionWarning`,
+    since UP-Fusion's channel rankings may change.  ``compile=True`` runs the fuser through
     ``torch.compile`` (compiled once per slice shape, kept between volumes; falls
     back to eager execution if compilation fails).
     """
@@ -233,9 +239,14 @@ class FusionEngine:
                 f"{os.fspath(model)!r} is neither a known model ({', '.join(available_fusers())}) nor an existing "
                 "checkpoint file; pick a model or give the path of a checkpoint."
             )
-        config = getattr(self.fuser, "config", None)
-        self.precision = resolve_precision(precision, self.device, getattr(config, "cpu_precision", "fp32"))
-        self._codes: dict[str, torch.Tensor] = {}
+        validated = validated_precision(getattr(self.fuser, "config", None), self.device)
+        self.precision = resolve_precision(precision, self.device, validated)
+        note = None if precision == "auto" else unvalidated_precision_note(
+            self.precision, validated, self.device, f"The {self.model_name!r} model"
+        )
+        if note:
+            warnings.warn(note, PrecisionWarning, stacklevel=2)
+        self._codes: dict[str, PromptCode] = {}
         self._lock = threading.Lock()
         self.compiled = compile_fuser(self.fuser, self.device) if compile else None
 
@@ -261,23 +272,40 @@ class FusionEngine:
             if prompt not in self._codes:
                 if not isinstance(self.fuser, UPFusion):
                     raise UPFusionError("This fuser reads text but is not an UP-Fusion network; give its codes yourself.")
-                self._codes[prompt] = encode_prompt(self.fuser, prompt, clip_weights=self.clip_weights)
-            return self._codes[prompt]
+                self._codes[prompt] = prompt_code(self.fuser, prompt, clip_weights=self.clip_weights)
+            return self._codes[prompt].code
+
+    def default_prompt(self, modalities: tuple[str, str]) -> str:
+        """The prompt used when none is given: :data:`~napari_upfusion.model.text.AUTHORS_PROMPT` for a
+        CLIP-conditioned network (the only prompt its weights were trained with), the pair's built-in
+        prompt for a prompt-table one (``small``) and for other fusers."""
+        config = getattr(self.fuser, "config", None)
+        return default_prompt(*modalities, text_encoder=getattr(config, "text_encoder", "prompt-table"))
 
     def text(self, modalities: tuple[str, str], prompt: str | None) -> tuple[str, torch.Tensor | None]:
-        """The prompt actually used (the pair's default when ``prompt`` is empty, whitespace tidied) and its code."""
-        prompt = " ".join((prompt or default_prompt(*modalities)).split())
+        """The prompt actually used (:meth:`default_prompt` when ``prompt`` is empty, whitespace tidied) and its code."""
+        prompt = " ".join((prompt or self.default_prompt(modalities)).split())
         return prompt, self.prompt_code(prompt)
 
     def provenance(self, modalities: tuple[str, str], prompt: str, **settings: Any) -> dict[str, Any]:
-        """The record a fused result keeps of how it was made (``settings`` are added as given)."""
+        """The record a fused result keeps of how it was made (``settings`` are added as given).
+
+        ``prompt_trained`` says whether the prompt is one the weights were trained with (``None`` for
+        fusers without a config); ``prompt_code`` how its code was made (encoder, and for CLIP the
+        device and dtype it ran in); both ``None`` for fusers that read no text.
+        """
+        config = getattr(self.fuser, "config", None)
+        reads_text = self.uses_text
+        code = self._codes.get(prompt) if reads_text else None
         return {
             "package": "napari-upfusion",
             "version": __version__,
             **self.identity(),
             "modalities": list(modalities),
             "pair": pair_key(*modalities),
-            "prompt": prompt if self.uses_text else None,
+            "prompt": prompt if reads_text else None,
+            "prompt_trained": is_trained_prompt(config, prompt) if reads_text and config is not None else None,
+            "prompt_code": code.describe() if code is not None else None,
             "device": str(self.device),
             "precision": self.precision,
             **settings,
@@ -399,7 +427,10 @@ def fuse(
     ----------
     a, b
         ``a`` is the anatomical or visible input (MRI, VIS), ``b`` the other
-        modality (CT, PET, SPECT, IR).  Each is a numpy array — 2-D ``(y, x)``,
+        modality (CT, PET, SPECT, IR).  ``a`` goes into the network's first
+        (visible) slot and ``b`` into its second (infrared) slot, as in the
+        authors' ``Test.py``; they publish no rule for medical pairs, so the
+        anatomical image takes the visible slot.  Each is a numpy array — 2-D ``(y, x)``,
         3-D ``(z, y, x)``, or either with a trailing RGB/RGBA axis — or an
         :class:`~napari_upfusion.engine.image.ImageData` carrying physical
         geometry (for example from :func:`~napari_upfusion.engine.io.read_image`).
@@ -411,18 +442,27 @@ def fuse(
         ``(modality of a, modality of b)`` from ``MRI, VIS, CT, PET, SPECT, IR``;
         chooses the intensity rule and the default prompt.
     prompt
-        Text that guides the fusion; default: the pair's prompt from
-        :data:`~napari_upfusion.model.text.DEFAULT_PROMPTS`.  The ``small`` model
-        accepts only its built-in prompts.
+        Text that guides the fusion.  Default for CLIP-conditioned networks
+        (``paper``, any checkpoint in the authors' layout):
+        :data:`~napari_upfusion.model.text.AUTHORS_PROMPT`, the only prompt their
+        released weights were trained with.  Another prompt, such as the pair
+        prompts of :data:`~napari_upfusion.model.text.DEFAULT_PROMPTS`, gives the
+        network a channel order it never saw in training: an experiment, recorded
+        as ``prompt_trained: False``.  Default for ``small``: the pair's built-in
+        prompt (it was trained with each of them and accepts only those).
     model
         ``"small"`` (bundled), ``"paper"`` (the authors' weights), a classical
         fuser (``"average"``, ``"maximum"``, ``"laplacian"``), a checkpoint path or
         a loaded module.
     device, precision, batch_size
-        ``"auto"`` uses CUDA when present with bf16/fp16 autocast, else the CPU in
-        the model's validated precision (bf16 for ``small`` on CPUs with native
-        bf16, otherwise fp32); one slice at a time on two CPU streams, batches on a
-        GPU that follow free memory and halve on out-of-memory.
+        ``"auto"`` uses CUDA when present, else the CPU, at the precision the
+        model was validated at there: fp32 (TF32 off) for ``paper`` on every device
+        and for ``small`` on a GPU, bf16 for ``small`` on CPUs with native bf16.
+        ``"bf16"``, ``"fp16"`` or ``"tf32"`` (GPU only) when asked for explicitly,
+        with a :class:`~napari_upfusion.errors.PrecisionWarning` where not
+        validated (channel rankings may change).  One slice at a time on the
+        model's CPU streams, batches on a GPU that follow free memory and halve on
+        out-of-memory.
     axis
         Slicing axis of a volume.
     colormap

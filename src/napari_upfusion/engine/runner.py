@@ -16,7 +16,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,10 +33,17 @@ __all__ = [
     "pad_to_multiple",
     "resolve_device",
     "resolve_precision",
+    "tf32",
+    "unvalidated_precision_note",
+    "validated_precision",
 ]
 
 ProgressCallback = Callable[[int, int], None]
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Every precision a fuser can run at: the dtype of its activations (``tf32`` is float32 whose CUDA
+#: convolutions and matrix products may round their inputs to TF32; ``fp32`` never does).
+PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Precisions that exist only on a CUDA GPU.
+CUDA_ONLY = ("tf32", "fp16")
 
 
 class CancelToken(Protocol):
@@ -66,18 +73,79 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device, cpu_preference: str = "fp32") -> str:
-    """``"auto"`` is bf16 on a GPU that supports it (else fp16); on the CPU, ``cpu_preference`` where
-    the CPU has native bf16 (the fuser's own validated choice), else fp32."""
+def validated_precision(config: Any, device: torch.device) -> str:
+    """The precision a fuser's weights were checked at on this kind of device (``"fp32"`` when unknown).
+
+    ``config`` is the fuser's ``config`` (an UP-Fusion config, or ``None`` for other fusers).  The one
+    place that reads the runtime precision hints of an UP-Fusion config: ``gpu_precision`` on a CUDA
+    device, ``cpu_precision`` elsewhere.  UP-Fusion ranks channels with top-k, so rounding can reorder
+    them and change the result: a reduced precision is only a default where it was measured.
+    """
+    return str(getattr(config, "gpu_precision" if device.type == "cuda" else "cpu_precision", "fp32"))
+
+
+def _runs_well(precision: str, device: torch.device) -> bool:
+    """Whether ``device`` runs ``precision`` natively (so that choosing it by default makes sense)."""
+    if precision == "fp32":
+        return True
+    if device.type == "cuda":
+        return precision != "bf16" or torch.cuda.is_bf16_supported()
+    return precision == "bf16" and cpu_has_native_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device, validated: str = "fp32") -> str:
+    """The precision to run at: ``"auto"`` is ``validated`` (see :func:`validated_precision`) where
+    ``device`` runs it natively, else fp32; an explicit precision is checked against the device."""
     if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_preference == "bf16" and cpu_has_native_bf16() else "fp32"
+        return validated if _runs_well(validated, device) else "fp32"
     if precision not in PRECISIONS:
-        raise UPFusionError(f"Unknown precision {precision!r}; use 'auto', 'fp32', 'bf16' or 'fp16'.")
-    if precision == "fp16" and device.type == "cpu":
-        raise UPFusionError("fp16 is not supported on the CPU; use precision='bf16' or 'fp32'.")
+        raise UPFusionError(f"Unknown precision {precision!r}; use 'auto', 'fp32', 'tf32', 'bf16' or 'fp16'.")
+    if precision in CUDA_ONLY and device.type != "cuda":
+        raise UPFusionError(f"{precision} needs a CUDA GPU; use precision='bf16' or 'fp32' on the {device.type.upper()}.")
     return precision
+
+
+def unvalidated_precision_note(precision: str, validated: str, device: torch.device, model: str) -> str | None:
+    """One sentence warning that ``precision`` (asked for explicitly) was never checked for ``model``
+    on this device, or ``None`` when it was (or is plain fp32)."""
+    if precision in ("fp32", validated):
+        return None
+    return (
+        f"{model} runs at {precision} on the {device.type.upper()} although its weights were checked only at "
+        f"{validated} there: UP-Fusion ranks channels with top-k, so rounding may change which channels are kept "
+        f"and the fused result; use precision='{validated}' (or 'auto') for the network as validated."
+    )
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """CUDA float32 convolutions and matrix products in TF32 (``enabled``) or in full float32 while the
+    block runs; torch's own settings are put back afterwards.
+
+    PyTorch lets cuDNN use TF32 for float32 convolutions by default on Ampere and later GPUs, which
+    rounds their inputs to 10 mantissa bits: for UP-Fusion's channel rankings that is the same kind of
+    error as bf16.  The settings are process-wide, so two fusions running at once in one process on
+    CUDA with different precisions would see each other's.  Whichever of torch's two interfaces the
+    caller used (``allow_tf32`` or the newer ``fp32_precision``) is the one read and restored, since
+    torch refuses to mix them.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        legacy: tuple | None = (matmul.allow_tf32, cudnn.allow_tf32)
+    except RuntimeError:  # TF32 was set through fp32_precision: keep to that interface
+        legacy = None
+    if legacy is not None:
+        matmul.allow_tf32 = cudnn.allow_tf32 = enabled
+    else:
+        newer = (matmul.fp32_precision, cudnn.conv.fp32_precision)
+        matmul.fp32_precision = cudnn.conv.fp32_precision = "tf32" if enabled else "ieee"
+    try:
+        yield
+    finally:
+        if legacy is not None:
+            matmul.allow_tf32, cudnn.allow_tf32 = legacy
+        else:
+            matmul.fp32_precision, cudnn.conv.fp32_precision = newer
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -140,7 +208,7 @@ def estimate_slice_bytes(fuser: nn.Module, height: int, width: int, precision: s
     """
     config = getattr(fuser, "config", None)
     channels = 60 * config.dim if config is not None else 8
-    itemsize = 4 if precision == "fp32" else 2
+    itemsize = PRECISIONS[precision].itemsize
     return channels * height * width * itemsize + (64 << 20)
 
 
@@ -148,6 +216,9 @@ def estimate_slice_bytes(fuser: nn.Module, height: int, width: int, precision: s
 class SliceRunner:
     """Fuse stacks of slices with ``fuser`` on ``device`` at ``precision``.
 
+    ``precision`` is a key of :data:`PRECISIONS`: ``fp32`` runs in full float32
+    (on CUDA with TF32 off while the fuser runs, see :func:`tf32`), ``tf32``
+    (CUDA) in float32 with TF32 on, ``bf16``/``fp16`` under autocast.
     ``batch_size`` is a number or ``"auto"`` (from free memory, at most
     ``max_batch``).  ``channels_last`` stores activations NHWC (``None``: on a
     GPU only); it changes the fuser's own memory format.  ``compiled`` is an
@@ -178,10 +249,14 @@ class SliceRunner:
         if self.channels_last:
             self.fuser.to(memory_format=torch.channels_last)
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+    def _numerics(self) -> contextlib.ExitStack:
+        """Autocast for bf16/fp16; on CUDA, TF32 only for ``tf32`` (plain fp32 stays full float32)."""
+        stack = contextlib.ExitStack()
+        if self.device.type == "cuda":
+            stack.enter_context(tf32(self.precision == "tf32"))
+        if PRECISIONS[self.precision] != torch.float32:
+            stack.enter_context(torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]))
+        return stack
 
     def choose_batch(self, height: int, width: int) -> int:
         """The starting batch size for slices of this size."""
@@ -205,7 +280,7 @@ class SliceRunner:
             a_pad = a_pad.contiguous(memory_format=torch.channels_last)
             b_pad = b_pad.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            with self._autocast():
+            with self._numerics():
                 out = self._forward(a_pad, b_pad, text_code)
             return out[..., :h, :w].float().clamp(0.0, 1.0)
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import torch
 
 from .backbones import load_pretrained_backbone
 from .upfusion import UPFusion, UPFusionConfig
 
-__all__ = ["create_model", "get_config", "list_configs"]
+__all__ = ["config_from", "create_model", "get_config", "list_configs"]
 
 
 def _config_files() -> dict[str, resources.abc.Traversable]:
@@ -32,6 +34,21 @@ def get_config(name: str) -> UPFusionConfig:
         raise KeyError(f"no UP-Fusion config named {name!r}; known: {', '.join(sorted(files))}.")
     data = json.loads(files[name].read_text(encoding="utf-8"))
     return UPFusionConfig.from_dict({"name": name, **data})
+
+
+def config_from(name_or_file: str | os.PathLike[str]) -> UPFusionConfig:
+    """A named configuration, or one read from a JSON file (its fields; ``name`` defaults to the file's stem).
+
+    Raises ``KeyError`` for an unknown name and ``ValueError`` for an unreadable file.
+    """
+    path = Path(name_or_file)
+    if path.suffix != ".json":
+        return get_config(str(name_or_file))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return UPFusionConfig.from_dict({"name": path.stem, **data})
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not a readable UP-Fusion config ({error})") from None
 
 
 def create_model(config: str | UPFusionConfig, device: str | torch.device | None = None) -> UPFusion:

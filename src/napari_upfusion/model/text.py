@@ -1,15 +1,26 @@
 """Text prompts and the codes that condition UP-Fusion's channel perturbation.
 
 The paper network takes the 512-d code of CLIP ViT-B/32's text tower (OpenAI
-weights, QuickGELU, fp16 as the authors computed it on CUDA, then cast to
-float32).  Here that tower is built by open_clip from a weights file already on
-disk, never downloaded implicitly, and every code is cached on disk keyed by
-the encoder's identity and the prompt, so CLIP is loaded once per new prompt
-and not at all for a prompt seen before.
+weights, QuickGELU).  The authors computed it with ``clip.load("ViT-B/32",
+device="cuda")``, which keeps OpenAI's fp16 weights on CUDA, then cast it to
+float32; here the code is computed the same way, in fp16 on a CUDA device when
+there is one and in fp16 on the CPU otherwise (the two may differ in the last
+bits).  The tower is built by open_clip from a weights file already on disk,
+never downloaded implicitly, and every code is cached on disk keyed by the
+encoder's identity, the device and dtype it ran in, and the prompt, so CLIP is
+loaded once per new prompt and not at all for a prompt seen before.
+
+Which prompt: the released weights were trained and tested with one prompt,
+:data:`AUTHORS_PROMPT` (the authors' ``Train.py`` and ``Test.py``).  The text
+code reaches the network only through ``torch.topk`` indices that reorder
+channels, so no gradient ever trained the layers that read it; another prompt
+gives the network a channel order it never saw.  So every CLIP-conditioned
+model defaults to :data:`AUTHORS_PROMPT` (:func:`default_prompt`), and the
+per-pair prompts are an experiment.
 
 Models whose config says ``text_encoder="prompt-table"`` (the project's own
-small model) carry a fixed table of codes, one per built-in prompt, and accept
-only those prompts.
+small model) carry a fixed table of codes, one per built-in prompt, were trained
+with each of them, default to the pair's own prompt and accept only those prompts.
 """
 
 from __future__ import annotations
@@ -25,20 +36,28 @@ import torch
 
 from ..errors import PromptError, WeightsNotFoundError
 from .cache import atomic_write_text, cache_dir, file_sha256
-from .upfusion import UPFusion
+from .upfusion import UPFusion, UPFusionConfig
 
 __all__ = [
     "AUTHORS_PROMPT",
+    "CLIP_PRECISION",
     "CLIP_WEIGHTS_ENV",
     "DEFAULT_PROMPTS",
     "MODALITIES",
     "ClipTextEncoder",
+    "PromptCode",
     "PromptCodeCache",
+    "clip_device",
+    "clip_prompt_code",
     "default_prompt",
     "download_clip_weights",
     "encode_prompt",
     "find_clip_weights",
+    "is_trained_prompt",
     "pair_key",
+    "prompt_cache_key",
+    "prompt_code",
+    "trained_prompts",
 ]
 
 #: The generic prompt of the authors' test and training scripts, verbatim.
@@ -83,6 +102,8 @@ DEFAULT_PROMPTS: dict[str, str] = {
     "authors": AUTHORS_PROMPT,
 }
 
+#: CLIP's precision: fp16, OpenAI's released weights as ``clip.load`` keeps them on CUDA (the authors' codes).
+CLIP_PRECISION = "fp16"
 CLIP_WEIGHTS_ENV = "UPFUSION_CLIP_WEIGHTS"
 CLIP_ARCH = "ViT-B-32-quickgelu"
 #: SHA-256 of OpenAI's ``ViT-B-32.pt`` (the file ``clip.load("ViT-B/32")`` downloads).
@@ -100,9 +121,31 @@ def pair_key(modality_a: str, modality_b: str) -> str:
     return "generic"
 
 
-def default_prompt(modality_a: str, modality_b: str) -> str:
-    """The default prompt for a pair of modalities (order does not matter)."""
+def default_prompt(modality_a: str, modality_b: str, text_encoder: str = "prompt-table") -> str:
+    """The prompt a model uses when none is given (the order of the modalities does not matter).
+
+    For a CLIP-conditioned model (``text_encoder="clip-vit-b-32"``: ``paper`` and any checkpoint in
+    the authors' layout) :data:`AUTHORS_PROMPT`, the one prompt its weights were trained with; for a
+    ``prompt-table`` model (``small``) the pair's own built-in prompt from :data:`DEFAULT_PROMPTS`.
+    """
+    if text_encoder == "clip-vit-b-32":
+        return AUTHORS_PROMPT
     return DEFAULT_PROMPTS[pair_key(modality_a, modality_b)]
+
+
+def trained_prompts(config: UPFusionConfig) -> tuple[str, ...]:
+    """The prompts whose codes ``config``'s weights were trained with.
+
+    A ``prompt-table`` model: its whole table (each pair type was shown with its own code; the authors'
+    prompt shares the generic one's).  A CLIP-conditioned model: :data:`AUTHORS_PROMPT` alone, as in the
+    authors' ``Train.py`` and in ``upfusion train``.
+    """
+    return tuple(config.prompts) if config.text_encoder == "prompt-table" else (AUTHORS_PROMPT,)
+
+
+def is_trained_prompt(config: UPFusionConfig, prompt: str) -> bool:
+    """Whether ``prompt`` (whitespace aside) gives ``config``'s weights a channel order they were trained under."""
+    return " ".join(prompt.split()) in trained_prompts(config)
 
 
 # --------------------------------------------------------------------------- CLIP weights
@@ -167,15 +210,26 @@ def _read_clip_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def clip_device() -> torch.device:
+    """Where new CLIP codes are computed: a CUDA device when there is one (as the authors did), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prompt_cache_key(name: str, device: str, precision: str) -> str:
+    """The prompt-code cache's key for CLIP weights ``name`` run on ``device`` (``cuda``/``cpu``) at ``precision``."""
+    return f"{name}-{device}-{precision}"
+
+
 class ClipTextEncoder:
     """CLIP ViT-B/32's text tower (open_clip, QuickGELU) from a local weights file.
 
-    ``precision="fp16"`` reproduces the authors' codes (OpenAI's ``clip.load``
-    keeps fp16 weights on CUDA); ``"fp32"`` is available for comparison.
-    Weights are read lazily, on the first :meth:`encode`.
+    ``precision="fp16"`` on a CUDA ``device`` reproduces the authors' codes
+    (OpenAI's ``clip.load`` keeps fp16 weights on CUDA); fp16 on the CPU rounds
+    the same way but may differ in the last bits; ``"fp32"`` is available for
+    comparison.  Weights are read lazily, on the first :meth:`encode`.
     """
 
-    def __init__(self, weights: str | os.PathLike[str], precision: str = "fp16", device: str | torch.device = "cpu"):
+    def __init__(self, weights: str | os.PathLike[str], precision: str = CLIP_PRECISION, device: str | torch.device = "cpu"):
         if precision not in ("fp16", "fp32"):
             raise ValueError("precision must be 'fp16' or 'fp32'.")
         self.weights = Path(weights)
@@ -184,11 +238,15 @@ class ClipTextEncoder:
         self._model = None
 
     @property
-    def identity(self) -> str:
-        """Which text encoder this is: OpenAI's weights by their hash, else the file's hash; plus precision."""
+    def name(self) -> str:
+        """Which weights these are: OpenAI's by their hash, else ``clip-vit-b-32-sha256-`` and the file's hash."""
         digest = file_sha256(self.weights)
-        name = OPENAI_IDENTITY if digest == OPENAI_VIT_B_32_SHA256 else f"clip-vit-b-32-sha256-{digest[:16]}"
-        return f"{name}-{self.precision}"
+        return OPENAI_IDENTITY if digest == OPENAI_VIT_B_32_SHA256 else f"clip-vit-b-32-sha256-{digest[:16]}"
+
+    @property
+    def identity(self) -> str:
+        """The weights' :attr:`name`, the device type and the precision: what a cached code is keyed by."""
+        return prompt_cache_key(self.name, self.device.type, self.precision)
 
     @property
     def loaded(self) -> bool:
@@ -256,14 +314,105 @@ class PromptCodeCache:
         atomic_write_text(self._path(identity, prompt), json.dumps(entry))
 
 
-_ENCODERS: dict[tuple[str, str, str], ClipTextEncoder] = {}
+@dataclass(frozen=True)
+class PromptCode:
+    """A prompt's ``[1, text_dim]`` float32 code and where it came from.
+
+    ``encoder`` is ``"prompt-table"`` or the CLIP weights' name (see :attr:`ClipTextEncoder.name`);
+    ``device`` (``"cuda"``/``"cpu"``) and ``dtype`` (``"fp16"``/``"fp32"``) say how CLIP ran, ``None``
+    for a table; ``cached`` whether the code was read from the on-disk cache.
+    """
+
+    code: torch.Tensor
+    encoder: str
+    device: str | None = None
+    dtype: str | None = None
+    cached: bool = False
+
+    def describe(self) -> dict[str, str | None]:
+        """The provenance record of the code: encoder, device and dtype."""
+        return {"encoder": self.encoder, "device": self.device, "dtype": self.dtype}
 
 
-def _clip_encoder(weights: Path, precision: str) -> ClipTextEncoder:
-    key = (str(weights.resolve()), precision, str(weights.stat().st_mtime_ns))
+_ENCODERS: dict[tuple[str, str, str, str], ClipTextEncoder] = {}
+
+
+def _clip_encoder(weights: Path, precision: str, device: torch.device) -> ClipTextEncoder:
+    key = (str(weights.resolve()), precision, str(device), str(weights.stat().st_mtime_ns))
     if key not in _ENCODERS:
-        _ENCODERS[key] = ClipTextEncoder(weights, precision)
+        _ENCODERS[key] = ClipTextEncoder(weights, precision, device)
     return _ENCODERS[key]
+
+
+def prompt_code(
+    model: UPFusion,
+    prompt: str,
+    *,
+    clip_weights: str | os.PathLike[str] | None = None,
+    precision: str = CLIP_PRECISION,
+    device: str | torch.device | None = None,
+    cache: PromptCodeCache | None = None,
+) -> PromptCode:
+    """The code of ``prompt`` for ``model``, with where it came from.
+
+    For a ``prompt-table`` model, the stored code of that built-in prompt; for
+    a CLIP model, :func:`clip_prompt_code`.
+    """
+    prompt = " ".join(prompt.split())
+    if not prompt:
+        raise PromptError("The prompt is empty; type a prompt or pick a default one.")
+    config = model.config
+    if config.text_encoder != "prompt-table":
+        return clip_prompt_code(prompt, clip_weights=clip_weights, precision=precision, device=device, cache=cache)
+    if prompt not in config.prompts:
+        listed = "; ".join(f"'{p[:40]}...'" for p in config.prompts)
+        raise PromptError(
+            f"The {config.name!r} model was trained with a fixed set of prompts and does not understand free "
+            f"text; pick one of its built-in prompts ({listed}) or use the 'paper' model with CLIP weights."
+        )
+    code = model.prompt_codes[config.prompts.index(prompt)].detach().float().cpu().unsqueeze(0)
+    return PromptCode(code, "prompt-table")
+
+
+def clip_prompt_code(
+    prompt: str,
+    *,
+    clip_weights: str | os.PathLike[str] | None = None,
+    precision: str = CLIP_PRECISION,
+    device: str | torch.device | None = None,
+    cache: PromptCodeCache | None = None,
+) -> PromptCode:
+    """The CLIP ViT-B/32 code of ``prompt`` closest to the authors' that is cached or can be made here.
+
+    In this order: a cached code computed on CUDA; a new one on CUDA if this
+    machine has a GPU and CLIP weights; a cached code computed on the CPU; a new
+    one on the CPU.  New codes are cached.  ``device`` (``"cuda"`` or ``"cpu"``)
+    pins the device instead.  Without CLIP weights and without a cached code,
+    raises :class:`WeightsNotFoundError` saying what to do.
+    """
+    prompt = " ".join(prompt.split())
+    cache = cache or PromptCodeCache.default()
+    weights = find_clip_weights(clip_weights)
+    name = _clip_encoder(weights, precision, torch.device("cpu")).name if weights else OPENAI_IDENTITY
+    devices = [torch.device(device).type] if device is not None else ["cuda", "cpu"]
+    for where in devices:
+        # codes cached before the device was part of the key were all computed on the CPU
+        keys = [prompt_cache_key(name, where, precision)] + ([f"{name}-{precision}"] if where == "cpu" else [])
+        for key in keys:
+            code = cache.get(key, prompt)
+            if code is not None:
+                return PromptCode(code.unsqueeze(0), name, where, precision, cached=True)
+        if weights is not None and (where == "cpu" or torch.cuda.is_available()):
+            encoder = _clip_encoder(weights, precision, torch.device(where))
+            code = encoder.encode([prompt])[0]
+            cache.put(encoder.identity, prompt, code)
+            return PromptCode(code.unsqueeze(0), name, where, precision)
+    if weights is not None:  # only when ``device`` pins CUDA on a machine without one
+        raise WeightsNotFoundError(f"CLIP codes were asked for on {device}, which this machine does not have; use 'cpu'.")
+    raise WeightsNotFoundError(
+        "No CLIP ViT-B/32 weights were found and this prompt has no cached code; run `upfusion download clip` "
+        f"(needs internet) or put OpenAI's ViT-B-32.pt in {cache_dir() / 'clip'} or set ${CLIP_WEIGHTS_ENV}."
+    )
 
 
 def encode_prompt(
@@ -271,39 +420,9 @@ def encode_prompt(
     prompt: str,
     *,
     clip_weights: str | os.PathLike[str] | None = None,
-    precision: str = "fp16",
+    precision: str = CLIP_PRECISION,
+    device: str | torch.device | None = None,
     cache: PromptCodeCache | None = None,
 ) -> torch.Tensor:
-    """The ``[1, text_dim]`` float32 code of ``prompt`` for ``model``.
-
-    For a ``prompt-table`` model, the stored code of that built-in prompt.  For
-    a CLIP model, the cached code if there is one (CLIP is then not loaded),
-    else the CLIP code, which is cached.  Without CLIP weights and without a
-    cached code, raises :class:`WeightsNotFoundError` saying what to do.
-    """
-    prompt = " ".join(prompt.split())
-    if not prompt:
-        raise PromptError("The prompt is empty; type a prompt or pick a default one.")
-    config = model.config
-    if config.text_encoder == "prompt-table":
-        if prompt not in config.prompts:
-            listed = "; ".join(f"'{p[:40]}...'" for p in config.prompts)
-            raise PromptError(
-                f"The {config.name!r} model was trained with a fixed set of prompts and does not understand free "
-                f"text; pick one of its built-in prompts ({listed}) or use the 'paper' model with CLIP weights."
-            )
-        return model.prompt_codes[config.prompts.index(prompt)].detach().float().cpu().unsqueeze(0)
-    cache = cache or PromptCodeCache.default()
-    weights = find_clip_weights(clip_weights)
-    identity = _clip_encoder(weights, precision).identity if weights else f"{OPENAI_IDENTITY}-{precision}"
-    code = cache.get(identity, prompt)
-    if code is not None:
-        return code.unsqueeze(0)
-    if weights is None:
-        raise WeightsNotFoundError(
-            "No CLIP ViT-B/32 weights were found and this prompt has no cached code; run `upfusion download clip` "
-            f"(needs internet) or put OpenAI's ViT-B-32.pt in {cache_dir() / 'clip'} or set ${CLIP_WEIGHTS_ENV}."
-        )
-    code = _clip_encoder(weights, precision).encode([prompt])[0]
-    cache.put(identity, prompt, code)
-    return code.unsqueeze(0)
+    """The ``[1, text_dim]`` float32 code of ``prompt`` for ``model`` (see :func:`prompt_code`)."""
+    return prompt_code(model, prompt, clip_weights=clip_weights, precision=precision, device=device, cache=cache).code

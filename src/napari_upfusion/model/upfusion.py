@@ -43,6 +43,12 @@ class UPFusionConfig:
     for configs whose weights were checked against float32 (``small``: 0.5-0.7 %
     relative L2 median, 1.3 % at most, on real pairs), since channel rankings
     inside the network can amplify rounding.
+    ``gpu_precision`` is what ``precision="auto"`` uses on a CUDA GPU: ``"fp32"``
+    (TF32 off) unless a config's weights were checked at another precision on a
+    GPU; configs stored with weights before this field existed get fp32 too.
+    ``cpu_precision``, ``gpu_precision`` and ``cpu_streams`` are runtime hints,
+    read in one place (:func:`napari_upfusion.engine.runner.validated_precision`
+    and :meth:`~napari_upfusion.engine.runner.SliceRunner.streams_for`).
     ``cpu_streams`` is how many slices run side by side (one thread each) on a
     CPU when slices go one at a time: 2 pays for a small network; the paper
     network gains nothing from it and needs twice the memory, so ``paper.json``
@@ -72,6 +78,7 @@ class UPFusionConfig:
     prompts: tuple[str, ...] = field(default_factory=tuple)
     pad_multiple: int = 8
     cpu_precision: str = "fp32"
+    gpu_precision: str = "fp32"
     cpu_streams: int = 2
 
     def __post_init__(self) -> None:
@@ -86,6 +93,8 @@ class UPFusionConfig:
             raise ValueError(f"unknown text_encoder {self.text_encoder!r}; use 'clip-vit-b-32' or 'prompt-table'.")
         if self.cpu_precision not in ("fp32", "bf16"):
             raise ValueError(f"cpu_precision must be 'fp32' or 'bf16', not {self.cpu_precision!r}.")
+        if self.gpu_precision not in ("fp32", "tf32", "bf16", "fp16"):
+            raise ValueError(f"gpu_precision must be 'fp32', 'tf32', 'bf16' or 'fp16', not {self.gpu_precision!r}.")
         if self.cpu_streams < 1:
             raise ValueError(f"cpu_streams must be at least 1, not {self.cpu_streams}.")
         if self.backbone_weights is not None:

@@ -10,7 +10,10 @@ In UP-Fusion the text code only chooses a channel order (through a top-k that
 passes no gradient), so neither the codes nor the text MLP learn; each pair
 type simply presents its own fixed channel permutation, and the rest of the
 network learns to fuse under it.  Each training pair is shown with the prompt
-of its own pair type.
+of its own pair type.  A CLIP-conditioned config (``paper``) is trained as the
+authors' ``Train.py`` trains it: every pair with the one CLIP code of
+:data:`~napari_upfusion.model.text.AUTHORS_PROMPT`, computed once before the
+first step (which needs CLIP weights or a cached code).
 
 Checkpoints (``last.pt``: model, optimiser and step, saved with plain tensors
 and read back with ``weights_only=True``) make training resumable; the final
@@ -32,8 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import UPFusion, create_model, get_config, read_checkpoint_file, save_checkpoint
-from ..model.text import DEFAULT_PROMPTS
+from ..errors import InputError, WeightsNotFoundError
+from ..model import UPFusion, UPFusionConfig, create_model, read_checkpoint_file, save_checkpoint
+from ..model.factory import config_from, list_configs
+from ..model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS, PromptCode, clip_prompt_code
 from .loss import LOSSES
 
 __all__ = ["PROMPT_ALIASES", "TrainSettings", "initialise_from", "prompt_table_codes", "train"]
@@ -43,6 +48,7 @@ __all__ = ["PROMPT_ALIASES", "TrainSettings", "initialise_from", "prompt_table_c
 class TrainSettings:
     """Everything that determines a training run (recorded in the weights' metadata)."""
 
+    #: A config name (``small``, ``paper``) or the path of a JSON config file.
     config: str = "small"
     steps: int = 20000
     #: Length of the cosine schedule; 0 means ``steps``.  A larger value stops a run early on a longer
@@ -72,6 +78,8 @@ class TrainSettings:
     threads: int = 0
     log_every: int = 50
     save_every: int = 500
+    #: CLIP ViT-B/32 weights for a CLIP-conditioned config (default: found as :func:`find_clip_weights` finds them).
+    clip_weights: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -115,8 +123,11 @@ def _learning_rate(step: int, s: TrainSettings) -> float:
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _batches(settings: TrainSettings, prompts: tuple[str, ...], start_step: int):
-    """Batches of (a, b, prompt index); resuming at ``start_step`` continues the same pair stream."""
+def _batches(settings: TrainSettings, start_step: int):
+    """Batches of (a, b, pair kinds); resuming at ``start_step`` continues the same pair stream.
+
+    ``a`` is the anatomical / visible image (the network's first slot), ``b`` the other one.
+    """
     from ..training_data import PairDataset
 
     start = start_step * settings.batch_size
@@ -127,8 +138,30 @@ def _batches(settings: TrainSettings, prompts: tuple[str, ...], start_step: int)
         items = [next(dataset) for _ in range(settings.batch_size)]
         a = torch.from_numpy(np.stack([i[0] for i in items]))[:, None]
         b = torch.from_numpy(np.stack([i[1] for i in items]))[:, None]
-        index = torch.tensor([prompts.index(DEFAULT_PROMPTS[i[2]]) for i in items])
-        yield a, b, index
+        yield a, b, [i[2] for i in items]
+
+
+def _config(settings: TrainSettings) -> UPFusionConfig:
+    try:
+        return config_from(settings.config)
+    except KeyError:
+        raise InputError(
+            f"There is no model config named {settings.config!r}; use one of {', '.join(list_configs())} or the path "
+            "of a JSON config file."
+        ) from None
+    except ValueError as error:
+        raise InputError(f"{error}; give a config name or the path of a JSON config file.") from None
+
+
+def _clip_code(cfg: UPFusionConfig, settings: TrainSettings) -> PromptCode:
+    """The one CLIP code of the authors' prompt that every training pair of a CLIP config is shown with."""
+    try:
+        return clip_prompt_code(AUTHORS_PROMPT, clip_weights=settings.clip_weights)
+    except WeightsNotFoundError as error:
+        raise WeightsNotFoundError(
+            f"Training the CLIP-conditioned {cfg.name!r} config needs the CLIP code of the authors' prompt, but "
+            f"{str(error)[0].lower()}{str(error)[1:]}"
+        ) from None
 
 
 def train(
@@ -138,16 +171,17 @@ def train(
 ) -> Path:
     """Train (or resume) into ``out_dir``; returns the path of the final safetensors weights."""
     s = settings or TrainSettings()
+    if s.loss not in LOSSES:
+        raise InputError(f"Unknown training loss {s.loss!r}; choose one of {', '.join(LOSSES)}.")
+    cfg = _config(s)
+    if s.random_backbone:
+        cfg = dataclasses.replace(cfg, backbone_weights=None)
+    clip = _clip_code(cfg, s) if cfg.text_encoder != "prompt-table" else None  # refuse before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
-    if s.loss not in LOSSES:
-        raise ValueError(f"unknown loss {s.loss!r}; choose one of {', '.join(LOSSES)}.")
-    cfg = get_config(s.config)
-    if s.random_backbone:
-        cfg = dataclasses.replace(cfg, backbone_weights=None)
     model: UPFusion = create_model(cfg)
     if s.init_from and not (out / "last.pt").exists():
         copied, skipped = initialise_from(model, s.init_from)
@@ -166,7 +200,7 @@ def train(
         log(f"resumed from step {step}")
     model.train()
     history_file = out / "history.jsonl"
-    batches = _batches(s, cfg.prompts, step)
+    batches = _batches(s, step)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16")
     loss_fn = LOSSES[s.loss]
     if s.loss == "decision":
@@ -174,11 +208,15 @@ def train(
     tick = time.perf_counter()
     running: dict[str, float] = {}
     while step < s.steps:
-        a, b, index = next(batches)
+        a, b, kinds = next(batches)
+        if clip is not None:
+            code = clip.code
+        else:
+            code = model.prompt_codes[torch.tensor([cfg.prompts.index(DEFAULT_PROMPTS[k]) for k in kinds])]
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, s)
         with autocast:
-            fused = model(a, b, model.prompt_codes[index] if cfg.text_encoder == "prompt-table" else None)
+            fused = model(a, b, code)
         losses = loss_fn(a, b, fused.float())
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -208,4 +246,6 @@ def train(
     model.eval()
     recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies", "decision_sigmas")}}
     meta = {"training": json.dumps(recorded), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}
-    return save_checkpoint(model, out / f"upfusion_{s.config}.safetensors", metadata=meta)
+    if clip is not None:
+        meta["text_code"] = json.dumps({"prompt": AUTHORS_PROMPT, **clip.describe()})
+    return save_checkpoint(model, out / f"upfusion_{cfg.name}.safetensors", metadata=meta)
