@@ -11,7 +11,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..training_data import build_arg_parser
+    from ..training.settings import KINDS
 
     p = sub.add_parser(
         "make-data",
@@ -19,7 +19,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Write reproducible UP-Fusion training pairs (MRI-CT, MRI-PET, MRI-SPECT, IR-VIS, generic), "
         "simulated from data that ship inside nilearn and scikit-image, as .npz shards with a manifest.",
     )
-    return build_arg_parser(p)
+    p.add_argument("out_dir", help="folder for the .npz shards and manifest.json")
+    p.add_argument("--pairs", type=int, default=20000, help="number of pairs (default 20000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair stream (default 0)")
+    p.add_argument("--size", type=int, default=128, help="side of each square image in pixels (default 128)")
+    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard (default 1000)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(KINDS),
+        choices=KINDS,
+        metavar="KIND",
+        help=f"kinds of pair, cycled in order (default: {' '.join(KINDS)})",
+    )
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

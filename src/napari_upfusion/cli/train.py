@@ -9,7 +9,7 @@ from . import whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..training.loop import TrainSettings
+    from ..training.settings import TrainSettings
 
     d = TrainSettings()
     p = sub.add_parser(

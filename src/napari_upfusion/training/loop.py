@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,34 +33,9 @@ import torch
 from ..model import UPFusion, create_model, get_config, save_checkpoint
 from ..model.text import DEFAULT_PROMPTS
 from .loss import fusion_loss
+from .settings import TrainSettings
 
 __all__ = ["PROMPT_ALIASES", "TrainSettings", "prompt_table_codes", "train"]
-
-
-@dataclass
-class TrainSettings:
-    """Everything that determines a training run (recorded in the weights' metadata)."""
-
-    config: str = "small"
-    steps: int = 20000
-    #: Length of the cosine schedule; 0 means ``steps``.  A larger value stops a run early on a longer
-    #: schedule, which a later resume with ``steps`` raised continues unchanged.
-    schedule_steps: int = 0
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 5e-4
-    min_lr: float = 2e-5
-    warmup: int = 200
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    code_seed: int = 2026
-    kinds: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
-    precision: str = "bf16"
-    threads: int = 0
-    log_every: int = 50
-    save_every: int = 500
-    extra: dict = field(default_factory=dict)
 
 
 #: Table prompts that no training pair is shown with, and the trained prompt whose code they share.
