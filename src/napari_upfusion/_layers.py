@@ -2,7 +2,8 @@
 
 Used by scripts (:func:`fuse_layers`), by the widget (which runs the same three
 steps, :func:`prepare_layers` -> :func:`run_fusion` in a worker thread ->
-:func:`add_fused_layer`), by the reader, the writer and the sample data.  No
+:func:`add_fused_layer`; for *Preview slice* :func:`current_slice` -> :func:`run_preview` ->
+:func:`show_preview`), by the reader, the writer and the sample data.  No
 image maths happens here: geometry is handed to
 :meth:`ImageData.from_napari_geometry` / :meth:`ImageData.napari_geometry`, and
 everything else to the engine.

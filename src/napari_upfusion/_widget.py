@@ -157,12 +157,12 @@ class UPFusionWidget(Container):
 
     Notes
     -----
-    ``run()`` is what the Run button calls, ``preview()`` what Preview slice calls (one slice into the
-    layer :data:`~napari_upfusion._layers.PREVIEW_NAME`, which Run replaces) and ``cancel()`` what Cancel calls; ``running``
-    tells whether a fusion is under way and ``last_layer`` is the layer the last successful
-    run added.  The controls are reachable by name (``widget["model"]``, ``widget["prompt"]``,
-    ``widget["prompt_text"]``, ``widget["layer_a"]``, ``widget["run_button"]``, ``widget["preview_button"]``,
-    ``widget["progress"]``, ``widget["status"]``...).
+    ``run()`` is what the Run button calls, ``preview()`` what Preview slice calls (the slice the
+    viewer shows, into the layer :data:`~napari_upfusion._layers.PREVIEW_NAME`, which Run replaces)
+    and ``cancel()`` what Cancel calls; ``running`` tells whether a fusion is under way and
+    ``last_layer`` is the layer the last successful run added.  The controls are reachable by name
+    (``widget["model"]``, ``widget["prompt"]``, ``widget["prompt_text"]``, ``widget["layer_a"]``,
+    ``widget["run_button"]``, ``widget["preview_button"]``, ``widget["progress"]``, ``widget["status"]``...).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
