@@ -8,12 +8,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _qt_check import GUI_FIXTURES, qt_problem
 
 DATA = Path(__file__).parent / "data"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_DIR = Path(os.environ.get("UPFUSION_EVAL_DIR") or REPO_ROOT.parent / "shared" / "eval")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _is_gui_test(item: pytest.Item) -> bool:
+    return bool(GUI_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a GUI test with one sentence when Qt cannot start, before its fixtures create a QApplication.
+
+    Creating one where Qt's platform plugin cannot load aborts the whole process (no summary); this
+    way the other tests still run and pytest prints its summary (see ``_qt_check``).
+    """
+    if _is_gui_test(item) and (problem := qt_problem()):
+        pytest.fail(problem, pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Report the failure above as a failed test, not as an error in a fixture."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "setup" and report.failed and _is_gui_test(item) and qt_problem():
+        report.when = "call"
 
 
 @pytest.fixture(autouse=True)

@@ -137,3 +137,19 @@ def test_console_script_runs(tmp_path, mri_pet):
     assert done.returncode == 0, done.stderr
     assert "slice" in done.stderr  # the tqdm progress bar
     assert nib.load(out).shape == nib.load(mri).shape
+
+
+def test_progress_bar_counts_slices_and_is_absent_for_one_2d_pair(tmp_path, mri_pet, capsys):
+    mri, pet = mri_pet
+    assert main(["fuse", str(mri), str(pet), "-o", str(tmp_path / "v.nii.gz"), "--model", "average"]) == 0
+    err = capsys.readouterr().err
+    assert "fusing: 100%" in err and "6/6 [" in err  # the volume has 6 slices along its first array axis
+    assert "0slice" not in err
+    rng = np.random.default_rng(1)
+    vis, ir = tmp_path / "vis.png", tmp_path / "ir.png"
+    for path in (vis, ir):
+        sitk.WriteImage(sitk.GetImageFromArray((rng.random((32, 40)) * 255).astype(np.uint8)), str(path))
+    assert main(["fuse", str(vis), str(ir), "-o", str(tmp_path / "f.png"), "--modalities", "VIS", "IR",
+                 "--model", "average"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "slice" not in err and "fusing" not in err

@@ -18,16 +18,27 @@ def test_demo_writes_volume_montage_and_metrics(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--voxel-mm", "4", "-q"]) == 0
     printed = capsys.readouterr().out
-    assert all(name in printed for name in ("small", "laplacian", "Qabf"))
+    assert all(name in printed for name in ("small", "laplacian", "Qabf", "better", "higher is better"))
     fused, mri = nib.load(out / "fused.nii.gz"), nib.load(out / "mri.nii.gz")
     assert fused.shape == mri.shape and np.allclose(fused.affine, mri.affine)
     assert abs(fused.affine[0, 3] - mri.affine[0, 3]) < 1e-6 and fused.get_data_dtype() == np.float32
     picture = iio.imread(out / "montage.png")
-    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 10
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[1] >= 1200 and picture.std() > 10
+    colourful = np.abs(picture.astype(int) - picture.mean(axis=2, keepdims=True)).max(axis=2) > 40
+    assert colourful.mean() > 0.05  # the PET and fused-in-colour columns
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["scores"]) == {"small", "average", "maximum", "laplacian"}
-    assert set(report["scores"]["small"]) == set(METRIC_NAMES)
+    assert set(report["scores"]["small"]) == set(METRIC_NAMES) == set(report["metrics"])
+    assert all(report["metrics"][m]["better"] in ("higher", "lower") and report["metrics"][m]["definition"]
+               for m in METRIC_NAMES)  # fmt: skip
     assert report["fusion"]["model"] == "small" and report["fusion"]["modalities"] == ["MRI", "PET"]
+    text = (out / "metrics.txt").read_text()
+    assert "SSIM(F,A) + SSIM(F,B)" in text and all(f"{m} " in text for m in METRIC_NAMES)
+    closing = printed.strip().splitlines()[-1]
+    files = closing.split("wrote ", 1)[1].split(", ")
+    expected = ["fused.nii.gz", "mri.nii.gz", "pet.nii.gz", "montage.png", "metrics.txt", "metrics.json"]
+    assert files == [str(out / name) for name in expected]  # every file, in the one path style given by --out
+    assert all((out / name).is_file() for name in expected) and sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert main(["demo", "--out", str(out), "--voxel-mm", "4", "-q"]) == 2  # no silent overwrite
     assert "--force" in capsys.readouterr().err
 

@@ -324,3 +324,33 @@ def test_a_volume_that_cannot_fit_in_free_memory_is_refused_up_front(monkeypatch
         FusionEngine("average", device="cpu").fuse(a, b)
     monkeypatch.undo()
     assert FusionEngine("average", device="cpu").fuse(a, b).image.shape == (16, 64, 64)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_one_slice_preview_equals_that_slice_of_the_whole_fusion(small, axis):
+    """The preview uses each volume's own intensity range, so it is the full fusion's slice, not a re-normalised one."""
+    a, b = _pair((20, 32, 40))
+    b[:6] *= 20  # the slices differ in range: a per-slice normalisation would give another answer
+    mri = nu.ImageData.from_array(a, spacing=(3.0, 1.0, 0.5), origin=(-10.0, 4.0, 2.0))
+    pet = nu.ImageData.from_array(b, spacing=(3.0, 1.0, 0.5), origin=(-10.0, 4.0, 2.0))
+    engine = FusionEngine("laplacian")
+    whole = engine.fuse(mri, pet, modalities=("MRI", "PET"), axis=axis, colormap="hot")
+    index = 9
+    one = engine.fuse_slice(mri, pet, index, modalities=("MRI", "PET"), axis=axis, colormap="hot")
+    expected = np.take(whole.image.array, [index], axis=axis)
+    assert one.image.rgb and one.image.array.shape == expected.shape
+    np.testing.assert_allclose(one.image.array, expected, rtol=0, atol=1e-6)  # a classical fuser: to float rounding
+    # the one-slice volume sits where that slice of the whole volume is
+    corner = [0, 0, 0]
+    corner[axis] = index
+    np.testing.assert_allclose(one.image.origin, (whole.image.index_to_world_affine() @ [*corner, 1.0])[:3])
+    assert one.info["slice"] == index and one.image.spacing == mri.spacing
+    net = FusionEngine(small, precision="fp32")
+    full = net.fuse(mri, pet, modalities=("MRI", "PET"), axis=axis).image.array
+    np.testing.assert_allclose(
+        net.fuse_slice(mri, pet, index, modalities=("MRI", "PET"), axis=axis).image.array,
+        np.take(full, [index], axis=axis),
+        atol=1e-5,
+    )
+    with pytest.raises(InputError, match="Slice 50 is outside the volume"):
+        engine.fuse_slice(mri, pet, 50, modalities=("MRI", "PET"), axis=axis)

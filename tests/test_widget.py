@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from napari_upfusion import fuse_layers, samples
+from napari_upfusion._layers import PREVIEW_NAME, current_slice
 from napari_upfusion._widget import CHECKPOINT, CUSTOM_PROMPT
 from napari_upfusion.engine import registry
 from napari_upfusion.engine.registry import available_fusers
@@ -301,6 +302,42 @@ def test_widget_runs_the_small_model_and_screenshot(make_napari_viewer, brain, q
     assert [layer.name for layer in viewer.layers][-2:] == ["fused(mri, pet)", "fused(mri, pet) [1]"]
     np.testing.assert_array_equal(viewer.layers["fused(mri, pet)"].data, first)
     assert not viewer.layers[-1].rgb and viewer.layers[-1].metadata["upfusion"]["color_output"] is False
+
+
+def test_preview_fuses_the_shown_slice_into_one_layer_that_run_replaces(make_napari_viewer, brain, qtbot, notifications):
+    viewer = make_napari_viewer()
+    add_brain(viewer, brain)
+    mri = viewer.layers["mri"]
+    assert mri.scale[0] == 2.0 and mri.translate[0] != 0  # world and data positions differ along the slicing axis
+    expected = fuse_layers(viewer, "mri", "pet", modalities=("MRI", "PET"), device="cpu", colormap="hot")
+    viewer.layers.remove(expected)
+    widget = dock(viewer)
+    widget["device"].value, widget["colormap"].value = "cpu", "hot"
+    before = state(viewer)
+
+    for index in (4, 1):  # a second preview replaces the first
+        viewer.dims.set_point(0, mri.translate[0] + index * mri.scale[0])  # world mm of data slice `index`
+        assert current_slice(viewer, mri, 0) == index
+        widget["preview_button"].native.click()
+        assert widget.running and not widget["preview_button"].enabled and not widget["run_button"].enabled
+        wait_until_idle(qtbot, widget)
+        assert errors(notifications) == []
+        previews = [layer for layer in viewer.layers if layer.name == PREVIEW_NAME]
+        assert len(previews) == 1 and len(viewer.layers) == 3
+        preview = previews[0]
+        assert preview.rgb and preview.data.shape == (1, *brain["mri"].shape[1:], 3)
+        # the same pixels as that slice of the whole volume's fusion (whole-volume intensity ranges)...
+        np.testing.assert_allclose(preview.data[0], expected.data[index], atol=1e-3)
+        # ...drawn exactly over it
+        np.testing.assert_allclose(preview.data_to_world((0, 0, 0)), mri.data_to_world((index, 0, 0)))
+        assert preview.metadata["upfusion"]["slice"] == index and preview.metadata["upfusion"]["model"] == "small"
+        assert f"Preview of slice {index}" in widget["status"].value
+    assert_unchanged(viewer, before[:2] + [(id(preview), preview.name, preview.data)])
+
+    widget["run_button"].native.click()
+    wait_until_idle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["mri", "pet", "fused(mri, pet)"]  # the volume replaced it
+    np.testing.assert_allclose(viewer.layers[-1].data, expected.data, atol=1e-3)
 
 
 class SlowAverage(nn.Module):

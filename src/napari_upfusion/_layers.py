@@ -2,7 +2,8 @@
 
 Used by scripts (:func:`fuse_layers`), by the widget (which runs the same three
 steps, :func:`prepare_layers` -> :func:`run_fusion` in a worker thread ->
-:func:`add_fused_layer`), by the reader, the writer and the sample data.  No
+:func:`add_fused_layer`; for *Preview slice* :func:`current_slice` -> :func:`run_preview` ->
+:func:`show_preview`), by the reader, the writer and the sample data.  No
 image maths happens here: geometry is handed to
 :meth:`ImageData.from_napari_geometry` / :meth:`ImageData.napari_geometry`, and
 everything else to the engine.
@@ -37,16 +38,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ENGINE_OPTIONS",
+    "PREVIEW_NAME",
     "PreparedPair",
     "add_fused_layer",
+    "current_slice",
     "fuse_layers",
     "image_from_layer_state",
     "image_layer_data",
     "layer_to_image",
     "prepare_layers",
+    "remove_preview",
     "run_fusion",
+    "run_preview",
+    "show_preview",
     "unwrap",
 ]
+
+#: Name of the one temporary layer that :func:`show_preview` keeps up to date.
+PREVIEW_NAME = "UP-Fusion preview"
+#: ``metadata`` key that marks that layer (a user may rename it).
+_PREVIEW_KEY = "upfusion_preview"
 
 #: Keyword arguments of :func:`run_fusion` that choose and build the engine; every other one goes to
 #: :meth:`FusionEngine.fuse <napari_upfusion.engine.api.FusionEngine.fuse>`.
@@ -281,6 +292,14 @@ def prepare_layers(
     return PreparedPair(layer_a.name, layer_b.name, image_a, image_b, (mod_a, mod_b), geometry)
 
 
+def _split_options(options: dict[str, Any]):
+    protect_from_late_triton()  # napari drew its canvas before this first import of torch (see _gl_guard)
+    from .engine.api import get_engine  # the engine (torch) only when fusing: the reader and samples stay light
+
+    engine_options = {key: options.pop(key) for key in ENGINE_OPTIONS if key in options}
+    return get_engine(**engine_options), options
+
+
 def run_fusion(
     pair: PreparedPair,
     *,
@@ -309,14 +328,84 @@ def run_fusion(
     FusionResult
         ``info`` additionally records the input layer names.
     """
-    protect_from_late_triton()  # napari drew its canvas before this first import of torch (see _gl_guard)
-    from .engine.api import get_engine  # the engine (torch) only when fusing: the reader and samples stay light
-
-    engine_options = {key: options.pop(key) for key in ENGINE_OPTIONS if key in options}
-    engine = get_engine(**engine_options)
+    engine, options = _split_options(options)
     result = engine.fuse(pair.a, pair.b, modalities=pair.modalities, progress=progress, cancel=cancel, **options)
     result.info["input_layers"] = [pair.a_name, pair.b_name]
     return result
+
+
+def current_slice(viewer: napari.Viewer, layer: str | Layer, axis: int) -> int:
+    """The index along data ``axis`` of ``layer`` of the slice the viewer shows now.
+
+    The viewer's current point is in world coordinates; the layer's own transform (scale,
+    translate, rotate, shear, affine) turns it into data coordinates, rounded as napari rounds
+    when it slices.  A 2-D layer has one slice, 0.
+
+    Raises
+    ------
+    InputError
+        When the viewer's position lies outside the layer along ``axis``.
+    """
+    layer = _find_layer(viewer, layer, "input a")
+    if layer.ndim == 2:
+        return 0
+    position = layer.world_to_data(unwrap(viewer).dims.point)
+    index = int(np.round(position[axis]))
+    size = (layer.data[0] if layer.multiscale else layer.data).shape[axis]
+    if not 0 <= index < size:
+        raise InputError(
+            f"The viewer is not showing a slice of layer {layer.name!r} along axis {axis} (it is at data position "
+            f"{position[axis]:.1f} of 0-{size - 1}); move the slider onto the layer."
+        )
+    return index
+
+
+def run_preview(pair: PreparedPair, index: int, **options: Any) -> FusionResult:
+    """Fuse only slice ``index`` of a prepared pair (along ``options["axis"]``); safe in a worker thread.
+
+    The engine's :meth:`~napari_upfusion.engine.api.FusionEngine.fuse_slice`: each volume's intensity
+    range is the whole volume's, so the preview is the slice that :func:`run_fusion` would give.
+    Takes the same ``options`` as :func:`run_fusion` (``progress`` and ``cancel`` aside).
+    """
+    engine, options = _split_options(options)
+    result = engine.fuse_slice(pair.a, pair.b, index, modalities=pair.modalities, **options)
+    result.info["input_layers"] = [pair.a_name, pair.b_name]
+    return result
+
+
+def _preview_layers(viewer: napari.Viewer) -> list[Layer]:
+    return [layer for layer in unwrap(viewer).layers if layer.metadata.get(_PREVIEW_KEY)]
+
+
+def remove_preview(viewer: napari.Viewer) -> None:
+    """Remove the preview layer that :func:`show_preview` added, if there is one."""
+    viewer = unwrap(viewer)
+    for layer in _preview_layers(viewer):
+        viewer.layers.remove(layer)
+
+
+def show_preview(viewer: napari.Viewer, pair: PreparedPair, result: FusionResult) -> Image:
+    """Show a one-slice result in the single preview layer, replacing the previous preview.
+
+    The layer (named :data:`PREVIEW_NAME`) holds the slice as a one-slice volume placed exactly where
+    that slice of the reference layer is, so it lies over the view it was made from.
+    """
+    from napari.layers import Image
+
+    viewer = unwrap(viewer)
+    image = result.image
+    placement = {**image.napari_geometry(), **{k: pair.geometry[k] for k in ("units", "axis_labels") if k in pair.geometry}}
+    layer = Image(
+        image.array,
+        name=PREVIEW_NAME,
+        rgb=image.rgb,
+        contrast_limits=(0.0, 1.0),
+        metadata={"upfusion": dict(result.info), _PREVIEW_KEY: True},
+        **({} if image.rgb else {"colormap": "gray"}),
+        **placement,
+    )
+    remove_preview(viewer)
+    return unwrap(viewer.add_layer(layer))
 
 
 def add_fused_layer(viewer: napari.Viewer, pair: PreparedPair, result: FusionResult, name: str | None = None) -> Image:

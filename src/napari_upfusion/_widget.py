@@ -30,7 +30,18 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pro
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QSizePolicy
 
-from ._layers import PreparedPair, add_fused_layer, prepare_layers, run_fusion, unwrap
+from ._layers import (
+    PREVIEW_NAME,
+    PreparedPair,
+    add_fused_layer,
+    current_slice,
+    prepare_layers,
+    remove_preview,
+    run_fusion,
+    run_preview,
+    show_preview,
+    unwrap,
+)
 from .engine.color import COLORMAPS
 from .engine.registry import available_fusers
 from .errors import FusionCancelled, InputError, UPFusionError
@@ -123,9 +134,16 @@ class _ProgressRelay(QObject):
 _CANCELLED = "Fusion was cancelled; no layer was added."
 
 
-def _fuse_outcome(pair: PreparedPair, options: dict[str, Any], relay: _ProgressRelay, cancel: threading.Event):
-    """Worker-thread body: the fusion result, or why there is none (never raises, so napari shows no traceback)."""
+def _fuse_outcome(
+    pair: PreparedPair, options: dict[str, Any], relay: _ProgressRelay, cancel: threading.Event, index: int | None = None
+):
+    """Worker-thread body: the fusion result (of slice ``index`` only, for a preview), or why there is none.
+
+    Never raises, so napari shows no traceback.
+    """
     try:
+        if index is not None:
+            return "done", run_preview(pair, index, **options)
         return "done", run_fusion(pair, progress=relay.progressed.emit, cancel=cancel, **options)
     except FusionCancelled:
         return "cancelled", _CANCELLED
@@ -146,11 +164,12 @@ class UPFusionWidget(Container):
 
     Notes
     -----
-    ``run()`` is what the Run button calls and ``cancel()`` what Cancel calls; ``running``
-    tells whether a fusion is under way and ``last_layer`` is the layer the last successful
-    run added.  The controls are reachable by name (``widget["model"]``, ``widget["prompt"]``,
-    ``widget["prompt_text"]``, ``widget["layer_a"]``, ``widget["run_button"]``,
-    ``widget["progress"]``, ``widget["status"]``...).
+    ``run()`` is what the Run button calls, ``preview()`` what Preview slice calls (the slice the
+    viewer shows, into the layer :data:`~napari_upfusion._layers.PREVIEW_NAME`, which Run replaces)
+    and ``cancel()`` what Cancel calls; ``running`` tells whether a fusion is under way and
+    ``last_layer`` is the layer the last successful run added.  The controls are reachable by name
+    (``widget["model"]``, ``widget["prompt"]``, ``widget["prompt_text"]``, ``widget["layer_a"]``,
+    ``widget["run_button"]``, ``widget["preview_button"]``, ``widget["progress"]``, ``widget["status"]``...).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -159,6 +178,7 @@ class UPFusionWidget(Container):
         self._worker = None
         self._cancel_event = threading.Event()
         self._pair: PreparedPair | None = None
+        self._previewing = False
         self._updating_prompt = False
         self._prompt_mode = "free"
         self._prompt_entries: list[tuple[str, str]] = []
@@ -230,6 +250,12 @@ class UPFusionWidget(Container):
             tooltip="Colour a scalar functional image B (PET, SPECT) through this map before fusing: the classic "
             "colour fusion picture.",
         )
+        self._preview_button = PushButton(
+            name="preview_button",
+            text="Preview slice",
+            tooltip="Fuse only the slice the viewer shows now (along the slicing axis) into the layer "
+            f"{PREVIEW_NAME!r}, to try model, prompt and colour settings in about a second; Run replaces it.",
+        )
         self._run_button = PushButton(name="run_button", text="Run")
         self._cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
         self._progress = ProgressBar(name="progress", label="progress", min=0, max=1, value=0)
@@ -251,6 +277,7 @@ class UPFusionWidget(Container):
                 self._axis,
                 self._colour,
                 self._colormap,
+                self._preview_button,
                 self._run_button,
                 self._cancel_button,
                 self._progress,
@@ -270,6 +297,7 @@ class UPFusionWidget(Container):
         self._prompt_choice.changed.connect(self._on_prompt_choice)
         # magicgui's TextEdit never emits `changed` (QTextEdit.textChanged carries no value), so listen to Qt
         self._prompt_text.native.textChanged.connect(self._on_prompt_text)
+        self._preview_button.changed.connect(self.preview)
         self._run_button.changed.connect(self.run)
         self._cancel_button.changed.connect(self.cancel)
         events = self._viewer.layers.events
@@ -427,6 +455,13 @@ class UPFusionWidget(Container):
 
     def run(self, value: Any = None) -> None:
         """Start fusing the chosen layers in a worker thread (what the Run button does)."""
+        self._start(preview=False)
+
+    def preview(self, value: Any = None) -> None:
+        """Fuse only the slice the viewer shows now into the preview layer (what Preview slice does)."""
+        self._start(preview=True)
+
+    def _start(self, preview: bool) -> None:
         from napari.qt.threading import create_worker
 
         if self.running:
@@ -437,15 +472,18 @@ class UPFusionWidget(Container):
                 raise InputError("Add two Image layers first (File > Open Sample > UP-Fusion has examples).")
             pair = prepare_layers(self._viewer, a, b, (self._modality_a.value, self._modality_b.value))
             options = self.options()
+            index = current_slice(self._viewer, a, options["axis"]) if preview else None
         except UPFusionError as error:
             self._report_error(str(error))
             return
         self._pair = pair
+        self._previewing = preview
         self._cancel_event = threading.Event()
         self._progress.max, self._progress.value = 1, 0
-        self._status.value = f"Fusing {pair.a_name} and {pair.b_name}..."
+        what = f"slice {index} of {pair.a_name} and {pair.b_name}" if preview else f"{pair.a_name} and {pair.b_name}"
+        self._status.value = f"Fusing {what}..."
         self._set_running(True)
-        worker = create_worker(_fuse_outcome, pair, options, self._relay, self._cancel_event, _start_thread=False)
+        worker = create_worker(_fuse_outcome, pair, options, self._relay, self._cancel_event, index, _start_thread=False)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -460,6 +498,7 @@ class UPFusionWidget(Container):
 
     def _set_running(self, running: bool) -> None:
         self._run_button.enabled = not running
+        self._preview_button.enabled = not running
         self._cancel_button.enabled = running
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -478,7 +517,16 @@ class UPFusionWidget(Container):
         status, payload = outcome
         if status == "done" and self._cancel_event.is_set():  # Cancel came after the last check: still honour it
             status, payload = "cancelled", _CANCELLED
-        if status == "done" and self._pair is not None:
+        if status == "done" and self._pair is not None and self._previewing:
+            layer = show_preview(self._viewer, self._pair, payload)
+            info = payload.info
+            self._progress.value = self._progress.max
+            self._status.value = (
+                f"Preview of slice {info.get('slice', 0)} (axis {info['axis']}) in {layer.name!r} "
+                f"({info['model']}, {info['seconds']:.1f} s); Run fuses the whole volume."
+            )
+        elif status == "done" and self._pair is not None:
+            remove_preview(self._viewer)  # the volume replaces the one-slice preview
             layer = add_fused_layer(self._viewer, self._pair, payload)
             self.last_layer = layer
             info = payload.info

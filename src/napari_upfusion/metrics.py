@@ -49,6 +49,7 @@ from .errors import InputError
 __all__ = [
     "AG",
     "EN",
+    "METRIC_INFO",
     "METRIC_NAMES",
     "MI",
     "SCD",
@@ -63,6 +64,19 @@ __all__ = [
 
 #: The metrics :func:`evaluate` returns, in the order papers print them (AG last, as it is optional there).
 METRIC_NAMES: tuple[str, ...] = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
+
+#: Which way each metric is better, and what it measures in one line (F: fused image, A and B: the inputs).
+METRIC_INFO: dict[str, tuple[str, str]] = {
+    "EN": ("higher", "entropy of F's 8-bit grey histogram, in bits (at most 8): how much information F holds"),
+    "SD": ("higher", "standard deviation of F's grey values: its contrast"),
+    "SF": ("higher", "spatial frequency, the RMS of F's row and column differences: how much fine detail F has"),
+    "AG": ("higher", "average gradient of F: how sharp its edges are"),
+    "MI": ("higher", "mutual information MI(F,A) + MI(F,B), in nats: information F carries over from A and B"),
+    "SCD": ("higher", "corr(F-B, A) + corr(F-A, B), at most 2: how much of each input's own content F keeps"),
+    "VIF": ("higher", "visual information fidelity VIFF(A,F) + VIFF(B,F): what a viewer would see of A and B in F"),
+    "Qabf": ("higher", "Xydeas-Petrovic Q^AB/F, 0 to 1: the share of A's and B's edge strength kept in F"),
+    "SSIM": ("higher", "SSIM(F,A) + SSIM(F,B), so at most 2: structural similarity of F to both inputs"),
+}
 
 Array = NDArray[np.float64]
 

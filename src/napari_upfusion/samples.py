@@ -73,6 +73,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from .training.settings import ANATOMIES  # the anatomies a HeadModel can be built from (see head_model)
+
 __all__ = [
     "ANATOMIES",
     "CONTRASTS",
@@ -388,8 +390,6 @@ def _layer_coordinate(d_mm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return u
 
 
-#: Anatomies a :class:`HeadModel` can be built from (see :func:`head_model`).
-ANATOMIES: tuple[str, ...] = ("mni152", "colin27")
 
 #: Where Debian's ``mricron-data`` package puts the Colin27 files; ``$UPFUSION_MRICRON_TEMPLATES`` overrides it.
 MRICRON_TEMPLATES = "/usr/share/mricron/templates"

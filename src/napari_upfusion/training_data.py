@@ -83,6 +83,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import samples
+from .training.settings import KINDS  # the kinds of pair the generator makes
 
 try:  # torch is only used for the base class, so that a DataLoader accepts the dataset.
     from torch.utils.data import IterableDataset as _Base
@@ -91,8 +92,6 @@ except ImportError:  # pragma: no cover - torch is a dependency, but keep the da
 
 __all__ = ["GENERATOR_VERSION", "KINDS", "PairDataset", "main", "make_dataset", "make_pair", "read_dataset"]
 
-#: The kinds of pair the generator makes.
-KINDS: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
 
 #: Bumped whenever a transform changes, so that a manifest says which generator wrote it.
 #: 2: the anatomy of each medical pair is drawn from ``anatomies`` (MNI152 or Colin27).
@@ -616,36 +615,6 @@ def read_dataset(out_dir: str | os.PathLike, verify: bool = True) -> Iterator[tu
             yield _to_float(a[j]), _to_float(b[j]), str(kind[j])
 
 
-def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of ``upfusion make-data`` (also ``python -m napari_upfusion.training_data``)."""
-    p = parser or argparse.ArgumentParser(
-        prog="python -m napari_upfusion.training_data", description="Write reproducible UP-Fusion training pairs."
-    )
-    p.add_argument("out_dir", help="folder for the .npz shards and manifest.json")
-    p.add_argument("--pairs", type=int, default=20000, help="number of pairs (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair stream (default 0)")
-    p.add_argument("--size", type=int, default=128, help="side of each square image in pixels (default 128)")
-    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard (default 1000)")
-    p.add_argument(
-        "--kinds",
-        nargs="+",
-        default=list(KINDS),
-        choices=KINDS,
-        metavar="KIND",
-        help=f"kinds of pair, cycled in order (default: {' '.join(KINDS)})",
-    )
-    p.add_argument(
-        "--anatomies",
-        nargs="+",
-        default=list(samples.ANATOMIES),
-        choices=samples.ANATOMIES,
-        metavar="ANATOMY",
-        help="head anatomies of the medical pairs, drawn with equal chances (default: mni152 colin27; "
-        "colin27 needs Debian's mricron-data)",
-    )
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``make-data`` with parsed arguments."""
     manifest = make_dataset(
@@ -656,8 +625,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_upfusion.training_data OUT_DIR --pairs N --seed S``."""
-    return run(build_arg_parser().parse_args(argv))
+    """``python -m napari_upfusion.training_data OUT_DIR --pairs N --seed S``: the same as ``upfusion make-data``."""
+    from .cli import main as cli_main
+
+    return cli_main(["make-data", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,9 +10,10 @@ with exit status 2; nothing else is caught.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import UPFusionError
 
@@ -49,6 +50,30 @@ def batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f"--batch-size must be 'auto' or a positive whole number, not {text!r}"
         ) from None
+
+
+@contextlib.contextmanager
+def slice_progress(desc: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback for the engine that draws a slice bar on stderr.
+
+    The bar appears at the first report, when the number of slices is known, and not at all
+    for a single slice (a 2-D pair) or with ``quiet``; it is closed when the block ends.
+    """
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="slice", desc=desc, disable=quiet or total < 2)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

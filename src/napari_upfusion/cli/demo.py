@@ -26,15 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import imageio.v3 as iio
-    from tqdm import tqdm
 
     from ..engine.api import FusionEngine
     from ..engine.io import write_image
     from ..errors import InputError
-    from ..evaluation import format_table
     from ..model.cache import atomic_write_text
-    from ..report import fusion_figures
+    from ..report import fusion_figures, metrics_record, metrics_table
     from ..samples import brain_mri_pet
+    from . import slice_progress
 
     out = args.out
     if (out / "fused.nii.gz").exists() and not args.force:
@@ -48,24 +47,27 @@ def run(args: argparse.Namespace) -> int:
                for name in dict.fromkeys([args.model, "average", "maximum", "laplacian"])}  # fmt: skip
     results = {}
     for name, engine in engines.items():
-        with tqdm(total=mri.shape[0], unit="slice", desc=f"fusing ({name})", disable=args.quiet) as bar:
-            results[name] = engine.fuse(mri, pet, modalities=pair.modalities,
-                                        progress=lambda done, total: bar.update(done - bar.n))  # fmt: skip
+        with slice_progress(f"fusing ({name})", args.quiet) as progress:
+            results[name] = engine.fuse(mri, pet, modalities=pair.modalities, progress=progress)
     main = results[args.model]
-    written = [write_image(main.image, out / "fused.nii.gz", overwrite=args.force)]
-    written += [write_image(img, out / f"{n}.nii.gz", overwrite=args.force) for n, img in (("mri", mri), ("pet", pet))]
-
-    picture, scores = fusion_figures(mri.array, pet.array, pair.modalities, {n: r.luma for n, r in results.items()},
-                                     shown=[args.model, "laplacian"])  # fmt: skip
+    files = {"fused.nii.gz": main.image, "mri.nii.gz": mri, "pet.nii.gz": pet}
+    for name, image in files.items():
+        write_image(image, out / name, overwrite=args.force)
+    shown = [args.model, "laplacian"] if args.model != "laplacian" else [args.model]
+    picture, scores = fusion_figures(
+        mri, pet, pair.modalities, {n: r.luma for n, r in results.items()}, shown,
+        title=f"UP-Fusion demo: bundled MRI + PET sample ({args.voxel_mm} mm), model {args.model}",
+    )  # fmt: skip
     tmp = out / ".montage.partial.png"
     iio.imwrite(tmp, picture)
     tmp.replace(out / "montage.png")
-    written.append(out / "montage.png")
-    table = format_table(scores)
-    atomic_write_text(out / "metrics.txt", "Mean over the central half of the axial slices; columns: MRI | PET | "
-                      f"{args.model} | laplacian in montage.png\n\n{table}\n")  # fmt: skip
-    atomic_write_text(out / "metrics.json", json.dumps({"scores": scores, "fusion": main.info}, indent=2))
-    print(table)
+    table = metrics_table(scores)
+    where = (f"Fusion metrics of {', '.join(scores)} on the bundled MRI/PET sample: means over the central half of "
+             "the axial slices, on a 0-255 grey scale.")  # fmt: skip
+    atomic_write_text(out / "metrics.txt", f"{where}\n\n{table}\n")
+    atomic_write_text(out / "metrics.json", json.dumps({**metrics_record(scores), "fusion": main.info}, indent=2))
+    written = [out / name for name in (*files, "montage.png", "metrics.txt", "metrics.json")]
+    print(f"{where}\n\n{table}")
     print(f"\n{args.model}: {main.info['seconds']:.1f} s on {main.info['device']} ({main.info['precision']}); "
-          f"wrote {', '.join(str(p) for p in written)}, {out / 'metrics.txt'}")  # fmt: skip
+          f"wrote {', '.join(str(p) for p in written)}")  # fmt: skip
     return 0

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..model.text import MODALITIES
+from ..modalities import MODALITIES
 from . import PRECISION_CHOICES
 
 DEFAULT_FUSERS = ["average", "maximum", "laplacian"]

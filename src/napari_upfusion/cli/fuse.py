@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ..model.text import MODALITIES
-from . import PRECISION_CHOICES, batch_size
+from ..modalities import MODALITIES
+from . import PRECISION_CHOICES, batch_size, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -73,8 +73,6 @@ def check_output(path: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .. import read_image, write_image
     from ..engine.api import get_engine
 
@@ -82,12 +80,7 @@ def run(args: argparse.Namespace) -> int:
     a = read_image(args.a, modality=args.modalities[0])
     b = read_image(args.b, modality=args.modalities[1])
     engine = get_engine(args.checkpoint or args.model, args.device, args.precision, args.batch_size, args.clip_weights, args.compile)
-    with tqdm(total=None, unit="slice", disable=args.quiet, desc="fusing") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with slice_progress("fusing", args.quiet) as progress:
         result = engine.fuse(
             a,
             b,

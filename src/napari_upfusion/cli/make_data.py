@@ -1,7 +1,7 @@
 """``upfusion make-data OUT_DIR``: write the reproducible training pairs as ``.npz`` shards.
 
-The pairs are those of :mod:`napari_upfusion.training_data` (packaged MNI152
-and scikit-image sources, simulated second modalities); the same arguments
+The pairs are those of :mod:`napari_upfusion.training_data` (packaged MNI152,
+Colin27 and scikit-image sources, simulated second modalities); the same arguments
 regenerate bit-identical shards, checked by ``manifest.json``'s SHA-256 sums.
 """
 
@@ -11,15 +11,38 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..training_data import build_arg_parser
+    from ..training.settings import ANATOMIES, KINDS
 
     p = sub.add_parser(
         "make-data",
         help="write reproducible training pairs (simulated from packaged data) as .npz shards",
         description="Write reproducible UP-Fusion training pairs (MRI-CT, MRI-PET, MRI-SPECT, IR-VIS, generic), "
-        "simulated from data that ship inside nilearn and scikit-image, as .npz shards with a manifest.",
+        "simulated from data that ship inside nilearn, scikit-image and Debian's mricron-data, as .npz shards with a "
+        "manifest.",
     )
-    return build_arg_parser(p)
+    p.add_argument("out_dir", help="folder for the .npz shards and manifest.json")
+    p.add_argument("--pairs", type=int, default=20000, help="number of pairs (default 20000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair stream (default 0)")
+    p.add_argument("--size", type=int, default=128, help="side of each square image in pixels (default 128)")
+    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard (default 1000)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(KINDS),
+        choices=KINDS,
+        metavar="KIND",
+        help=f"kinds of pair, cycled in order (default: {' '.join(KINDS)})",
+    )
+    p.add_argument(
+        "--anatomies",
+        nargs="+",
+        default=list(ANATOMIES),
+        choices=ANATOMIES,
+        metavar="ANATOMY",
+        help="head anatomies of the medical pairs, drawn with equal chances (default: mni152 colin27; "
+        "colin27 needs Debian's mricron-data)",
+    )
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

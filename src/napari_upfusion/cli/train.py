@@ -9,7 +9,7 @@ from . import whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..training.loop import TrainSettings
+    from ..training.settings import ANATOMIES, LOSS_NAMES, TrainSettings
 
     d = TrainSettings()
     p = sub.add_parser(
@@ -41,14 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="CPU autocast precision")
-    p.add_argument("--loss", choices=["authors", "decision"], default=d.loss,
+    p.add_argument("--loss", choices=LOSS_NAMES, default=d.loss,
                    help="training loss: the authors' (max intensity and gradient) or the activity decision map")
     p.add_argument("--init-from", default=d.init_from, metavar="WEIGHTS",
                    help="start from the tensors of this weights file that fit (never the backbone); "
                    "'bundled' means the shipped small weights")
     p.add_argument("--random-backbone", action="store_true",
                    help="a seeded random frozen backbone instead of the config's pretrained one (for comparison)")
-    p.add_argument("--anatomies", nargs="+", choices=["mni152", "colin27"], default=list(d.anatomies),
+    p.add_argument("--anatomies", nargs="+", choices=ANATOMIES, default=list(d.anatomies),
                    help="head anatomies of the medical training pairs (default: both)")
     p.add_argument(
         "--threads", type=whole_number("--threads", 0), default=d.threads, help="torch threads (0: torch's default)"

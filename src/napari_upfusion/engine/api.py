@@ -40,7 +40,7 @@ from ..model.text import MODALITIES, PromptCode, default_prompt, is_trained_prom
 from . import color as colour
 from .geometry import match_grids
 from .image import ImageData, is_lazy_array
-from .intensity import check_finite, normalize
+from .intensity import apply_range, check_finite, intensity_range
 from .registry import available_fusers, build_fuser, uses_text
 from .runner import (
     CancelToken,
@@ -80,16 +80,25 @@ class _Prepared:
     chroma: np.ndarray | None  # spatial shape + (2,), or None when grey
 
 
-def _split_colour(image: ImageData, name: str, modality: str, window, colormap: str | None) -> _Prepared:
+def _split_colour(
+    image: ImageData, modality: str, window, colormap: str | None, part: Callable[[np.ndarray], np.ndarray] | None = None
+) -> _Prepared:
+    """Y in ``[0, 1]`` and chroma (or None) of ``image``, or of ``part(...)`` of it with the whole image's range.
+
+    The intensity range is always the whole image's (the rule is per volume), so the part is exactly
+    the same part of what the whole image gives.
+    """
     data = image.array
+    cut = part or (lambda x: x)
     if image.rgb:
         rgb = data[..., :3]
         if colour.is_grey_rgb(rgb):
-            return _Prepared(normalize(rgb[..., 0], modality, window=window), None)
+            grey = rgb[..., 0]
+            return _Prepared(apply_range(cut(grey), *intensity_range(grey, modality, window=window)), None)
         scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(rgb.dtype, 1.0)
-        ycc = colour.rgb_to_ycbcr(np.clip(rgb.astype(np.float32) / np.float32(scale), 0, 1))
+        ycc = colour.rgb_to_ycbcr(np.clip(cut(rgb).astype(np.float32) / np.float32(scale), 0, 1))
         return _Prepared(np.ascontiguousarray(ycc[..., 0]), ycc[..., 1:])
-    grey = normalize(data, modality, window=window)
+    grey = apply_range(cut(data), *intensity_range(data, modality, window=window))
     if colormap is None:
         return _Prepared(grey, None)
     ycc = colour.rgb_to_ycbcr(colour.apply_colormap(grey, colormap))
@@ -336,15 +345,70 @@ class FusionEngine:
                 self, a, b, modalities=modalities, prompt=prompt, axis=axis, colormap=colormap, window=window,
                 register=register, progress=progress, cancel=cancel,
             )
+        return self._fuse(a, b, None, modalities, prompt, axis, colormap, color_output, window, register, progress,
+                          cancel, started)  # fmt: skip
+
+    def fuse_slice(
+        self,
+        a: np.ndarray | ImageData,
+        b: np.ndarray | ImageData,
+        index: int,
+        *,
+        modalities: tuple[str, str] = ("MRI", "PET"),
+        prompt: str | None = None,
+        axis: int = 0,
+        colormap: str | None = None,
+        color_output: bool | None = None,
+        window: str | tuple[float, float] | None = None,
+        register: bool = False,
+    ) -> FusionResult:
+        """Fuse only slice ``index`` along ``axis``: the same slice that :meth:`fuse` of the whole pair gives.
+
+        For a quick look at settings (model, prompt, colour) before fusing a whole volume.  Each
+        input's intensity range is still computed from its whole volume (and ``b`` is resampled
+        onto ``a``'s grid as a whole), so the result equals that slice of the full fusion up to float
+        rounding (which batching and memory layout change in the last bits).
+
+        Parameters
+        ----------
+        a, b, modalities, prompt, axis, colormap, color_output, window, register
+            As for :func:`fuse`; in-memory inputs only.
+        index
+            The slice along ``axis`` (ignored for a 2-D pair, which is fused whole).
+
+        Returns
+        -------
+        FusionResult
+            ``image`` is that slice of ``a`` as a one-slice volume (shape 1 along ``axis``) placed where
+            the slice lies in space (:meth:`ImageData.slab`); ``info["slice"]`` records ``index``.
+        """
+        started = time.perf_counter()
+        modalities = (modalities[0].upper(), modalities[1].upper())
+        if any(is_lazy_array(x.array if isinstance(x, ImageData) else x) for x in (a, b)):
+            raise InputError("A one-slice preview needs images in memory, not dask or zarr arrays; fuse the volume.")
+        return self._fuse(a, b, int(index), modalities, prompt, axis, colormap, color_output, window, register,
+                          None, None, started)  # fmt: skip
+
+    def _fuse(self, a, b, index, modalities, prompt, axis, colormap, color_output, window, register, progress, cancel,
+              started) -> FusionResult:  # fmt: skip
+        """The in-memory pipeline of the module docstring, for the whole pair or (``index``) one slice of it."""
         img_a, img_b = _as_image(a, "a", modalities[0]), _as_image(b, "b", modalities[1])
         _validate(img_a, img_b, modalities)
         ndim = img_a.ndim
         axis = _slice_axis(img_a.shape, axis)
-        check_host_memory(img_a, img_a.rgb or img_b.rgb or colormap is not None)
+        part = None
+        if index is not None and ndim == 3:
+            if not 0 <= index < img_a.shape[axis]:
+                raise InputError(
+                    f"Slice {index} is outside the volume, which has {img_a.shape[axis]} slices along axis {axis}."
+                )
+            part = lambda x: x[(slice(None),) * axis + (slice(index, index + 1),)]
+        else:
+            check_host_memory(img_a, img_a.rgb or img_b.rgb or colormap is not None)
         img_b = match_grids(img_a, img_b, register=register)
         prompt, code = self.text(modalities, prompt)
-        prep_a = _split_colour(img_a, "a", modalities[0], window if modalities[0] == "CT" else None, None)
-        prep_b = _split_colour(img_b, "b", modalities[1], window if modalities[1] == "CT" else None, colormap)
+        prep_a = _split_colour(img_a, modalities[0], window if modalities[0] == "CT" else None, None, part)
+        prep_b = _split_colour(img_b, modalities[1], window if modalities[1] == "CT" else None, colormap, part)
         runner = SliceRunner(self.fuser, self.device, self.precision, self.batch_size, compiled=self.compiled)
         luma = _unslice(runner.run(_slices(prep_a.luma, axis), _slices(prep_b.luma, axis), code, progress, cancel), ndim, axis)
         if runner.compile_error:  # compiled once and failed: stay eager from now on
@@ -353,11 +417,13 @@ class FusionEngine:
         chroma = prep_b.chroma if prep_b.chroma is not None else prep_a.chroma
         if chroma is not None and color_output is not False:
             fused = colour.ycbcr_to_rgb(np.concatenate([luma[..., None], chroma], axis=-1))
+        extra = {} if part is None else {"slice": index}
         info = self.provenance(
             modalities,
             prompt,
             batch_size=runner.batch_size_used,
             axis=axis,
+            **extra,
             colormap=colormap,
             window=window,
             registered=register,
@@ -366,7 +432,8 @@ class FusionEngine:
             inputs=[_describe(img_a), _describe(img_b)],
             seconds=round(time.perf_counter() - started, 3),
         )
-        result = img_a.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
+        grid = img_a if part is None else img_a.slab(index, axis)
+        result = grid.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
         result = dataclasses.replace(result, metadata={"upfusion": info})
         return FusionResult(result, info, luma)
 

@@ -254,6 +254,34 @@ class ImageData:
             array, self.spacing, self.origin, self.direction, rgb, self.has_geometry, self.metadata, self.nifti_header
         )
 
+    def slab(self, index: int, axis: int = 0) -> ImageData:
+        """Slice ``index`` along spatial ``axis`` as a one-slice volume that stays where it was in space.
+
+        Parameters
+        ----------
+        index
+            The slice, ``0 <= index < shape[axis]``.
+        axis
+            A spatial array axis of this 3-D image.
+
+        Returns
+        -------
+        ImageData
+            Shape ``1`` along ``axis``; the origin moves to the slice, so every voxel keeps its
+            physical position.  The NIfTI header is not carried over (it describes the whole grid).
+        """
+        if self.ndim != 3 or not 0 <= axis < 3:
+            raise InputError(f"A slab is taken along axis 0, 1 or 2 of a 3-D volume, not axis {axis} of {self.ndim}-D data.")
+        if not 0 <= index < self.shape[axis]:
+            raise InputError(f"Slice {index} is outside the volume, which has {self.shape[axis]} slices along axis {axis}.")
+        step = np.zeros(3)
+        step[axis] = index
+        origin = np.asarray(self.origin) + (self.direction * np.asarray(self.spacing)) @ step
+        array = self.array[(slice(None),) * axis + (slice(index, index + 1),)]
+        return ImageData(
+            array, self.spacing, tuple(origin), self.direction, self.rgb, self.has_geometry, self.metadata, None
+        )
+
     # ------------------------------------------------------------------ geometry
     @property
     def ndim(self) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PromptError, WeightsNotFoundError
+from ..modalities import MODALITIES  # re-exported: the names live in a module the CLI can read without torch
 from .cache import atomic_write_text, cache_dir, file_sha256
 from .upfusion import UPFusion, UPFusionConfig
 
@@ -66,16 +67,6 @@ AUTHORS_PROMPT = (
     "complementary information. Focus on preserving fine details, semantic structures, and key regions that "
     "contribute to understanding the scene."
 )
-
-#: Modality names understood everywhere; the first group is anatomical / visible ("a"), the second functional ("b").
-MODALITIES: dict[str, str] = {
-    "MRI": "magnetic resonance imaging",
-    "VIS": "visible light photograph",
-    "CT": "computed tomography",
-    "PET": "positron emission tomography",
-    "SPECT": "single-photon emission computed tomography",
-    "IR": "infrared (thermal) image",
-}
 
 #: One editable default per modality pair, plus ``generic`` and the authors' own prompt.
 DEFAULT_PROMPTS: dict[str, str] = {

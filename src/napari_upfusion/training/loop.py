@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,47 +40,9 @@ from ..model import UPFusion, UPFusionConfig, create_model, read_checkpoint_file
 from ..model.factory import config_from, list_configs
 from ..model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS, PromptCode, clip_prompt_code
 from .loss import LOSSES
+from .settings import TrainSettings
 
 __all__ = ["PROMPT_ALIASES", "TrainSettings", "initialise_from", "prompt_table_codes", "train"]
-
-
-@dataclass
-class TrainSettings:
-    """Everything that determines a training run (recorded in the weights' metadata)."""
-
-    #: A config name (``small``, ``paper``) or the path of a JSON config file.
-    config: str = "small"
-    steps: int = 20000
-    #: Length of the cosine schedule; 0 means ``steps``.  A larger value stops a run early on a longer
-    #: schedule, which a later resume with ``steps`` raised continues unchanged.
-    schedule_steps: int = 0
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 5e-4
-    min_lr: float = 2e-5
-    warmup: int = 200
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    code_seed: int = 2026
-    kinds: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
-    #: Head anatomies of the medical pairs (see :func:`napari_upfusion.samples.head_model`).
-    anatomies: tuple[str, ...] = ("mni152", "colin27")
-    precision: str = "bf16"
-    #: ``"authors"`` (their loss) or ``"decision"`` (activity decision map); see :mod:`.loss`.
-    loss: str = "authors"
-    #: Smoothing (pixels) of the decision maps of the ``decision`` loss: intensity target, gradient target.
-    decision_sigmas: tuple[float, float] = (3.0, 1.0)
-    #: Weights file whose tensors of matching name and shape start the run (the backbone excepted).
-    init_from: str = ""
-    #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
-    random_backbone: bool = False
-    threads: int = 0
-    log_every: int = 50
-    save_every: int = 500
-    #: CLIP ViT-B/32 weights for a CLIP-conditioned config (default: found as :func:`find_clip_weights` finds them).
-    clip_weights: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 #: Table prompts that no training pair is shown with, and the trained prompt whose code they share.

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .settings import LOSS_NAMES
+
 __all__ = ["LOSSES", "decision_loss", "decision_targets", "fusion_loss", "sobel", "sobel_magnitude", "ssim"]
 
 _SOBEL = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]])
@@ -125,5 +127,5 @@ def decision_loss(
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "total": intensity + gradient + structure}
 
 
-#: Training losses by name (``upfusion train --loss``).
-LOSSES = {"authors": fusion_loss, "decision": decision_loss}
+#: Training losses by name (``upfusion train --loss``), in the order of ``training.settings.LOSS_NAMES``.
+LOSSES = dict(zip(LOSS_NAMES, (fusion_loss, decision_loss), strict=True))

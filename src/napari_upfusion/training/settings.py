@@ -1,0 +1,57 @@
+"""What determines a training run, and the kinds of training pair: plain data, no torch.
+
+A module of its own so that ``upfusion train --help`` and ``upfusion make-data
+--help`` can show the defaults without loading torch or scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ANATOMIES", "KINDS", "LOSS_NAMES", "TrainSettings"]
+
+#: The kinds of pair the generator of :mod:`napari_upfusion.training_data` makes.
+KINDS: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
+#: The head anatomies of its medical pairs (see :func:`napari_upfusion.samples.head_model`).
+ANATOMIES: tuple[str, ...] = ("mni152", "colin27")
+#: The training losses of :mod:`napari_upfusion.training.loss` (``LOSSES``), by name.
+LOSS_NAMES: tuple[str, ...] = ("authors", "decision")
+
+
+@dataclass
+class TrainSettings:
+    """Everything that determines a training run (recorded in the weights' metadata)."""
+
+    #: A config name (``small``, ``paper``) or the path of a JSON config file.
+    config: str = "small"
+    steps: int = 20000
+    #: Length of the cosine schedule; 0 means ``steps``.  A larger value stops a run early on a longer
+    #: schedule, which a later resume with ``steps`` raised continues unchanged.
+    schedule_steps: int = 0
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 5e-4
+    min_lr: float = 2e-5
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    code_seed: int = 2026
+    kinds: tuple[str, ...] = KINDS
+    #: Head anatomies of the medical pairs (see :func:`napari_upfusion.samples.head_model`).
+    anatomies: tuple[str, ...] = ANATOMIES
+    precision: str = "bf16"
+    #: ``"authors"`` (their loss) or ``"decision"`` (activity decision map); see :mod:`.loss`.
+    loss: str = "authors"
+    #: Smoothing (pixels) of the decision maps of the ``decision`` loss: intensity target, gradient target.
+    decision_sigmas: tuple[float, float] = (3.0, 1.0)
+    #: Weights file whose tensors of matching name and shape start the run (the backbone excepted).
+    init_from: str = ""
+    #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
+    random_backbone: bool = False
+    threads: int = 0
+    log_every: int = 50
+    save_every: int = 500
+    #: CLIP ViT-B/32 weights for a CLIP-conditioned config (default: found as ``find_clip_weights`` finds them).
+    clip_weights: str | None = None
+    extra: dict = field(default_factory=dict)
