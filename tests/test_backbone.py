@@ -87,8 +87,8 @@ def test_pretrained_backbone_weights_are_not_stored_again_and_load_back(tmp_path
     loaded = load_model(path)
     a, b = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
     code = model.prompt_codes[:1]
-    with torch.no_grad():
-        assert torch.equal(loaded(a, b, code), model(a, b, code))
+    with torch.no_grad():  # same weights; only float rounding of other kernel choices may differ
+        torch.testing.assert_close(loaded(a, b, code), model(a, b, code), rtol=0, atol=1e-5)
 
 
 def test_a_file_holding_the_pretrained_backbone_itself_is_refused(tmp_path):
