@@ -19,8 +19,8 @@ import imageio.v3 as iio
 import numpy as np
 
 from napari_upfusion import get_engine, read_image
-from napari_upfusion.evaluation import evaluate_pairs, format_table, matched_pairs
-from napari_upfusion.report import montage
+from napari_upfusion.evaluation.evaluate import evaluate_pairs, format_table, matched_pairs
+from napari_upfusion.evaluation.report import montage
 
 SETS = {
     "MRI_CT": ("MRI", "CT", ("MRI", "CT")),

@@ -183,7 +183,7 @@ def step_tests(setup: Setup, out: Path, part: dict) -> None:
 def step_bench(setup: Setup, out: Path, part: dict) -> None:
     import torch
 
-    from napari_upfusion.bench import format_rows, hardware, run_benchmark
+    from napari_upfusion.evaluation.bench import format_rows, hardware, run_benchmark
 
     rows, tables = [], []
     for size, slices in setup.sizes:
@@ -226,9 +226,9 @@ def step_memory(setup: Setup, out: Path, part: dict) -> None:
     import numpy as np
     import torch
 
-    from napari_upfusion.bench import synthetic_stack
     from napari_upfusion.engine.runner import SliceRunner, available_bytes, estimate_slice_bytes
     from napari_upfusion.errors import UPFusionError
+    from napari_upfusion.evaluation.bench import synthetic_stack
 
     device = torch.device(setup.device)
     model = _paper_like(setup, device)
@@ -297,7 +297,8 @@ def step_clip(setup: Setup, out: Path, part: dict) -> None:
     import torch
 
     from napari_upfusion.engine.runner import SliceRunner
-    from napari_upfusion.model.text import AUTHORS_PROMPT, ClipTextEncoder
+    from napari_upfusion.model.text.clip import ClipTextEncoder
+    from napari_upfusion.model.text.prompts import AUTHORS_PROMPT
 
     record: dict = {"weights": "random open_clip ViT-B-32-quickgelu stand-in saved in fp16, not OpenAI's"}
     part["clip"] = record
@@ -333,8 +334,8 @@ def step_compile(setup: Setup, out: Path, part: dict) -> None:
     import numpy as np
     import torch
 
-    from napari_upfusion.bench import _load, synthetic_stack
     from napari_upfusion.engine.runner import SliceRunner, compile_fuser
+    from napari_upfusion.evaluation.bench import _load, synthetic_stack
 
     device = torch.device(setup.device)
     records: list = []

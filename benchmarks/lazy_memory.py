@@ -45,16 +45,17 @@ def child(mode: str, a: str, b: str, out: str, model: str, slab_mib: float) -> d
 
     torch.set_num_threads(1)
     import napari_upfusion as nu
-    from napari_upfusion.engine import lazy
+    from napari_upfusion.engine import slicing
+    from napari_upfusion.engine.io import open_lazy
 
-    lazy.SLAB_BYTES = int(slab_mib * MIB)
+    slicing.SLAB_BYTES = int(slab_mib * MIB)
     engine = nu.get_engine(model, device="cpu")
     baseline = _rss()
     started = time.perf_counter()
     if mode == "eager":
         image_a, image_b = nu.read_image(a), nu.read_image(b)
     else:
-        image_a, image_b = lazy.open_lazy(a), lazy.open_lazy(b)
+        image_a, image_b = open_lazy(a), open_lazy(b)
     result = engine.fuse(image_a, image_b, modalities=("MRI", "PET"))
     nu.write_image(result.image, out)
     seconds = time.perf_counter() - started
@@ -117,7 +118,7 @@ def hardware() -> str:
     import psutil
     import torch
 
-    from napari_upfusion.bench import hardware as machine
+    from napari_upfusion.evaluation.bench import hardware as machine
 
     return f"{machine(torch.device('cpu'))}, {psutil.virtual_memory().total / (1 << 30):.0f} GiB RAM"
 

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_upfusion.bench import hardware
+    from napari_upfusion.data.samples import brain_mri_pet
     from napari_upfusion.engine.api import FusionEngine
-    from napari_upfusion.samples import brain_mri_pet
+    from napari_upfusion.evaluation.bench import hardware
 
     pair = brain_mri_pet(voxel_mm=1)
     mri, pet = (_fit(v, shape).astype(np.float32) for v in (pair.a, pair.b))

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     import torch
 
-    from napari_upfusion.bench import hardware
-    from napari_upfusion.samples import brain_mri_pet
+    from napari_upfusion.data.samples import brain_mri_pet
+    from napari_upfusion.evaluation.bench import hardware
 
     pair = brain_mri_pet(voxel_mm=1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -117,7 +117,9 @@ def authors_prompt_code(golden):
     The code is the golden data's text code, cached under the key of OpenAI's CLIP run on the CPU in fp16 (as a
     machine without a GPU would have computed it); the test's cache folder is its own.
     """
-    from napari_upfusion.model.text import AUTHORS_PROMPT, OPENAI_IDENTITY, PromptCodeCache, prompt_cache_key
+    from napari_upfusion.model.text.clip import OPENAI_IDENTITY, prompt_cache_key
+    from napari_upfusion.model.text.codes import PromptCodeCache
+    from napari_upfusion.model.text.prompts import AUTHORS_PROMPT
 
     code = torch.from_numpy(golden["gray_text"][0])
     PromptCodeCache.default().put(prompt_cache_key(OPENAI_IDENTITY, "cpu", "fp16"), AUTHORS_PROMPT, code)

@@ -18,9 +18,9 @@ from napari_upfusion.engine.api import FusionEngine
 from napari_upfusion.engine.intensity import normalize
 from napari_upfusion.engine.runner import SliceRunner, resolve_precision, tf32, validated_precision
 from napari_upfusion.errors import PrecisionWarning, UPFusionError
-from napari_upfusion.model import UPFusionConfig, bundled_weights, create_model, get_config, load_model
-from napari_upfusion.model.checkpoint import read_checkpoint_file
-from napari_upfusion.model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS
+from napari_upfusion.model import RuntimeHints, bundled_weights, config_runtime, create_model, load_model
+from napari_upfusion.model.checkpoint.io import read_checkpoint_file
+from napari_upfusion.model.text.prompts import AUTHORS_PROMPT, DEFAULT_PROMPTS
 
 CHECKPOINT = DATA / "upfusion_paper_patterned.pth.gz"
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -50,7 +50,8 @@ def test_the_authors_checkpoint_runs_with_their_prompt_in_fp32_by_default(author
 
 
 def test_another_prompt_is_recorded_as_untrained(authors_prompt_code, golden, paper_model):
-    from napari_upfusion.model.text import OPENAI_IDENTITY, PromptCodeCache, prompt_cache_key
+    from napari_upfusion.model.text.clip import OPENAI_IDENTITY, prompt_cache_key
+    from napari_upfusion.model.text.codes import PromptCodeCache
 
     experiment = DEFAULT_PROMPTS["IR-VIS"]
     PromptCodeCache.default().put(prompt_cache_key(OPENAI_IDENTITY, "cuda", "fp16"), experiment, torch.ones(512))
@@ -74,17 +75,17 @@ def test_small_keeps_its_pair_prompts():
 
 
 def test_auto_is_fp32_for_the_paper_network_on_every_device():
-    """Resolved without a GPU: what "auto" means on CUDA is read from the config alone."""
-    paper, small = get_config("paper"), get_config("small")
+    """Resolved without a GPU: what "auto" means on CUDA is read from the runtime hints alone."""
+    paper, small = config_runtime("paper"), config_runtime("small")
     for device in (CPU, CUDA):
         assert resolve_precision("auto", device, validated_precision(paper, device)) == "fp32"
     assert validated_precision(small, CPU) == "bf16" and validated_precision(small, CUDA) == "fp32"
-    assert validated_precision(None, CUDA) == "fp32"  # fusers without a config
+    assert validated_precision(None, CUDA) == "fp32"  # fusers without runtime hints
     # the bundled small weights carry a config written before gpu_precision existed: it reads as fp32
     _, metadata = read_checkpoint_file(bundled_weights("small"))
-    assert "gpu_precision" not in json.loads(metadata["config"]) and load_model("small").config.gpu_precision == "fp32"
+    assert "gpu_precision" not in json.loads(metadata["config"]) and load_model("small").runtime.gpu_precision == "fp32"
     with pytest.raises(ValueError, match="gpu_precision must be"):
-        UPFusionConfig(gpu_precision="int8")
+        RuntimeHints(gpu_precision="int8")
 
 
 def test_reduced_precision_only_when_asked_and_then_with_a_warning(tiny_config):

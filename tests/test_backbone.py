@@ -20,7 +20,8 @@ from napari_upfusion.model import (
     save_checkpoint,
     torchvision_convnext_to_timm,
 )
-from napari_upfusion.model.backbones import build_backbone, efficientnet_pytorch_to_timm, pretrained_state_dict
+from napari_upfusion.model.backbones import build_backbone, pretrained_state_dict
+from napari_upfusion.model.checkpoint.convert import efficientnet_pytorch_to_timm
 
 
 def test_timm_backbone_with_mapped_weights_equals_torchvision():
@@ -47,7 +48,7 @@ def test_backbone_has_no_classifier_parameters():
 
 def _photo_batch(name: str) -> torch.Tensor:
     """A scikit-image bundled photo as an ImageNet input of EfficientNet-Lite0 (224 x 224, mean 0.5, std 0.5)."""
-    from napari_upfusion.samples import skimage_image
+    from napari_upfusion.data.samples import skimage_image
 
     x = torch.from_numpy(np.array(skimage_image(name))).permute(2, 0, 1)[None]
     x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_upfusion import baselines as B
 from napari_upfusion.engine.registry import available_fusers, build_fuser, uses_text
 from napari_upfusion.errors import InputError
+from napari_upfusion.fusers import classical as B
 
 
 def _pair(shape=(2, 1, 32, 48)) -> tuple[torch.Tensor, torch.Tensor]:

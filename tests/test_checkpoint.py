@@ -11,7 +11,8 @@ import torch
 
 from napari_upfusion.errors import CheckpointError, WeightsNotFoundError
 from napari_upfusion.model import create_model, find_paper_checkpoint, load_model, save_checkpoint
-from napari_upfusion.model.checkpoint import PAPER_CHECKPOINT_LINKS, read_checkpoint_file
+from napari_upfusion.model.checkpoint.io import read_checkpoint_file
+from napari_upfusion.model.checkpoint.weights import PAPER_CHECKPOINT_LINKS
 
 
 @pytest.fixture()
@@ -146,3 +147,47 @@ def test_paper_checkpoint_lookup_order_and_instructions(tmp_path, monkeypatch):
 def test_unknown_model_name():
     with pytest.raises(CheckpointError, match="no model named 'huge'"):
         load_model("huge")
+
+
+# ---------------------------------------------------------------------------------------------- runtime hints
+def test_runtime_hints_travel_in_the_metadata_not_the_config(tmp_path, tiny_model):
+    import json
+
+    from napari_upfusion.model import RuntimeHints
+
+    assert tiny_model.runtime == RuntimeHints()  # "tiny" is not in the packaged table: the defaults
+    tiny_model.runtime = RuntimeHints(cpu_precision="bf16", cpu_streams=3)
+    path = save_checkpoint(tiny_model, tmp_path / "hinted.safetensors")
+    _, metadata = read_checkpoint_file(path)
+    assert json.loads(metadata["runtime"]) == {"cpu_precision": "bf16", "gpu_precision": "fp32", "cpu_streams": 3}
+    assert not {"cpu_precision", "gpu_precision", "cpu_streams"} & set(json.loads(metadata["config"]))
+    loaded = load_model(path)
+    assert loaded.runtime == tiny_model.runtime and loaded.config == tiny_model.config
+
+
+def test_hints_of_older_project_files_are_read_from_their_config(tmp_path, tiny_model):
+    """Files written while the hints were config fields (the bundled small weights among them) keep them."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from napari_upfusion.model import RuntimeHints, bundled_weights
+
+    _, metadata = read_checkpoint_file(bundled_weights("small"))
+    assert "runtime" not in metadata and json.loads(metadata["config"])["cpu_precision"] == "bf16"
+    assert load_model("small").runtime == RuntimeHints(cpu_precision="bf16", cpu_streams=2)
+    legacy = {**json.loads(tiny_model.config.to_json()), "cpu_streams": 1, "gpu_precision": "bf16"}
+    path = tmp_path / "legacy.safetensors"
+    state = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "napari-upfusion", "config": json.dumps(legacy)})
+    loaded = load_model(path)
+    assert loaded.config == tiny_model.config
+    assert loaded.runtime == RuntimeHints(gpu_precision="bf16", cpu_streams=1)
+
+
+def test_authors_layout_and_new_networks_take_the_packaged_hints_of_their_config(paper_model):
+    from napari_upfusion.model import config_runtime
+
+    assert paper_model.load_report.layout == "authors"
+    assert paper_model.runtime == config_runtime("paper") and paper_model.runtime.cpu_streams == 1
+    assert create_model("small").runtime == config_runtime("small") and config_runtime("small").cpu_precision == "bf16"

@@ -11,7 +11,7 @@ import pytest
 
 from napari_upfusion.cli import main
 from napari_upfusion.cli.info import collect
-from napari_upfusion.metrics import METRIC_NAMES
+from napari_upfusion.evaluation.metrics import METRIC_NAMES
 
 
 def test_demo_writes_volume_montage_and_metrics(tmp_path, capsys):
@@ -87,3 +87,31 @@ def test_bench_bad_numbers_are_one_sentence(capsys, flag, value, message):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_every_command_takes_the_engine_flags_from_one_place():
+    """--model, --device, --precision, --batch-size ... mean the same and read the same in every command that fuses."""
+    import argparse
+
+    from napari_upfusion.cli import build_parser
+    from napari_upfusion.cli.options import ENGINE_FLAGS, engine_options
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    expected = {
+        "fuse": {"model", "checkpoint", "device", "precision", "batch_size", "clip_weights", "compile"},
+        "batch": {"model", "device", "precision", "batch_size"},
+        "demo": {"model", "device", "precision"},
+        "evaluate": {"device", "precision"},
+        "bench": {"device", "batch_size"},  # its --precision, --compile and --checkpoint choose what to measure
+    }
+    for name, flags in expected.items():
+        actions = commands[name]._actions
+        shared = {a.dest for a in actions if a.dest in ENGINE_FLAGS and a.help == ENGINE_FLAGS[a.dest]["help"]}
+        assert shared == flags, name
+    args = commands["fuse"].parse_args(["a.nii", "b.nii", "-o", "f.nii", "--checkpoint", "w.pth", "--device", "cpu",
+                                        "--precision", "fp32", "--batch-size", "2", "--compile"])  # fmt: skip
+    options = engine_options(args)
+    assert (str(options.model), options.device, options.precision, options.batch_size, options.compile) == (
+        "w.pth", "cpu", "fp32", 2, True
+    )
+    assert commands["evaluate"].parse_args(["a", "b"]).device == "cpu"  # a command may change a default

@@ -10,8 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_upfusion.cli import main
-from napari_upfusion.cohort import (
+from napari_upfusion.batch.cohort import (
     REPORT_NAME,
     EngineSettings,
     ManifestError,
@@ -19,6 +18,7 @@ from napari_upfusion.cohort import (
     read_manifest,
     run_cohort,
 )
+from napari_upfusion.cli import main
 
 RNG = np.random.default_rng(3)
 AVERAGE = EngineSettings(model="average", device="cpu")

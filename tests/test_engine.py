@@ -15,7 +15,7 @@ from napari_upfusion.engine.intensity import normalize
 from napari_upfusion.engine.runner import SliceRunner, pad_to_multiple
 from napari_upfusion.errors import FusionCancelled, InputError, UPFusionError
 from napari_upfusion.model import load_model
-from napari_upfusion.model.text import encode_prompt
+from napari_upfusion.model.text.codes import encode_prompt
 
 
 def _pair(shape=(5, 40, 44), seed=0):
@@ -273,7 +273,7 @@ def test_compiled_path_pads_the_last_batch_and_falls_back_when_compilation_fails
 def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small, tiny_config):
     from dataclasses import replace
 
-    from napari_upfusion.model import create_model, get_config
+    from napari_upfusion.model import config_runtime, create_model
 
     a, b = _pair((9, 32, 40))
     code = encode_prompt(small, nu.engine.api.default_prompt("MRI", "PET"))
@@ -281,8 +281,9 @@ def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small, 
     one = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=1, streams=1)
     two = SliceRunner(small, torch.device("cpu"), "fp32", batch_size=1, streams=2)
     assert SliceRunner(small, torch.device("cpu"), "fp32").streams_for(1) == min(2, torch.get_num_threads())
-    one_stream = create_model(replace(tiny_config, cpu_streams=1))  # as the paper config: no faster, twice the memory
-    assert get_config("paper").cpu_streams == 1 and SliceRunner(one_stream, torch.device("cpu")).streams_for(1) == 1
+    one_stream = create_model(tiny_config)
+    one_stream.runtime = replace(one_stream.runtime, cpu_streams=1)  # as the paper weights: no faster, twice the memory
+    assert config_runtime("paper").cpu_streams == 1 and SliceRunner(one_stream, torch.device("cpu")).streams_for(1) == 1
     seen = []
     expected = one.run(na, nb, code)
     np.testing.assert_allclose(two.run(na, nb, code, progress=lambda d, t: seen.append((d, t))), expected, atol=1e-5)
@@ -297,9 +298,9 @@ def test_two_cpu_streams_give_the_same_numbers_progress_and_cancellation(small, 
 
 def test_auto_precision_follows_the_models_validated_choice(small, tiny_config):
     from napari_upfusion.engine.runner import cpu_has_native_bf16
-    from napari_upfusion.model import create_model, get_config
+    from napari_upfusion.model import config_runtime, create_model
 
-    assert get_config("small").cpu_precision == "bf16" and get_config("paper").cpu_precision == "fp32"
+    assert config_runtime("small").cpu_precision == "bf16" and config_runtime("paper").cpu_precision == "fp32"
     assert FusionEngine(small, device="cpu").precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert FusionEngine(create_model(tiny_config), device="cpu").precision == "fp32"  # not validated: fp32
     assert FusionEngine("average", device="cpu").precision == "fp32"
@@ -308,7 +309,7 @@ def test_auto_precision_follows_the_models_validated_choice(small, tiny_config):
 
 def test_small_model_in_bf16_stays_within_one_percent_of_fp32(small):
     """The claim behind small's cpu_precision = bf16, checked on the bundled brain sample."""
-    from napari_upfusion.samples import brain_mri_pet
+    from napari_upfusion.data.samples import brain_mri_pet
 
     mri, pet = brain_mri_pet(voxel_mm=4).images()
     fp32 = FusionEngine(small, device="cpu", precision="fp32").fuse(mri, pet, modalities=("MRI", "PET")).luma
@@ -318,7 +319,7 @@ def test_small_model_in_bf16_stays_within_one_percent_of_fp32(small):
 
 def test_a_volume_that_cannot_fit_in_free_memory_is_refused_up_front(monkeypatch):
     """Refused before any work, with the size it needs; a dask array of it is the way out."""
-    monkeypatch.setattr(nu.engine.api, "available_bytes", lambda device: 2**20)  # 1 MiB free
+    monkeypatch.setattr(nu.engine.validate, "available_bytes", lambda device: 2**20)  # 1 MiB free
     a, b = _pair((16, 64, 64))
     with pytest.raises(InputError, match=r"needs about 0\.0 GiB of memory but only 0\.0 GiB are free.*dask array"):
         FusionEngine("average", device="cpu").fuse(a, b)
@@ -354,3 +355,21 @@ def test_one_slice_preview_equals_that_slice_of_the_whole_fusion(small, axis):
     )
     with pytest.raises(InputError, match="Slice 50 is outside the volume"):
         engine.fuse_slice(mri, pet, 50, modalities=("MRI", "PET"), axis=axis)
+
+
+def test_the_engine_options_are_written_once_and_shared():
+    """fuse, get_engine and FusionEngine take exactly the fields of EngineOptions, with its defaults."""
+    import inspect
+
+    from napari_upfusion.engine.options import EngineOptions
+
+    defaults = EngineOptions()
+    for function in (nu.fuse, nu.get_engine, nu.FusionEngine):
+        parameters = inspect.signature(function).parameters
+        assert all(parameters[name].default == getattr(defaults, name) for name in EngineOptions.names()), function
+    assert list(inspect.signature(nu.get_engine).parameters) == list(EngineOptions.names())  # positional order too
+    assert nu.get_engine("average", "cpu") is nu.get_engine(model="average", device="cpu")
+    with pytest.raises(TypeError, match="modell"):
+        nu.fuse(*_pair((2, 32, 32)), modell="average")
+    options, rest = EngineOptions.split({"model": "average", "device": "cpu", "axis": 1})
+    assert options == EngineOptions("average", "cpu") and rest == {"axis": 1}

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_upfusion import metrics as M
 from napari_upfusion.cli import COMMANDS
 from napari_upfusion.cli import evaluate as cli_evaluate
 from napari_upfusion.errors import InputError, UPFusionError
-from napari_upfusion.evaluation import evaluate_pairs, format_table, matched_pairs, read_luma
+from napari_upfusion.evaluation import metrics as M
+from napari_upfusion.evaluation.evaluate import evaluate_pairs, format_table, matched_pairs, read_luma
 
 
 def _grey(seed: int, shape: tuple[int, int]) -> np.ndarray:
@@ -180,7 +180,7 @@ def test_cli_defaults_to_the_three_baselines(tmp_path, capsys):
 
 def test_cli_modalities_and_prompt_reach_the_model(tmp_path, capsys):
     """The small model's behaviour follows the modality pair's prompt, or the prompt given instead."""
-    from napari_upfusion.model.text import DEFAULT_PROMPTS
+    from napari_upfusion.model.text.prompts import DEFAULT_PROMPTS
 
     a_dir, b_dir = _write_pairs(tmp_path)
 

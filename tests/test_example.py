@@ -1,7 +1,7 @@
 """examples/fuse_layers.py runs as a user would run it: napari first, the plugin imported later, no crash.
 
 napari imports a plugin only once its OpenGL canvas exists; with Mesa's software OpenGL a later
-``import triton`` (pulled in by torchvision) used to kill the process (see napari_upfusion._gl_guard).
+``import triton`` (pulled in by torchvision) used to kill the process (see napari_upfusion.plugin.gl_guard).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,9 +14,8 @@ import SimpleITK as sitk
 import tifffile
 from scipy.spatial.transform import Rotation
 
-from napari_upfusion.engine import io as uio
 from napari_upfusion.engine.image import ImageData
-from napari_upfusion.engine.io import read_image, write_image
+from napari_upfusion.engine.io import formats, read_image, staging, write_image
 from napari_upfusion.errors import InputError
 
 RNG = np.random.default_rng(0)
@@ -278,7 +278,7 @@ def test_failing_writer_leaves_nothing_and_keeps_the_old_file(tmp_path: Path, mo
         path.write_bytes(b"half a file")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(uio._WRITERS, "NIfTI", broken)
+    monkeypatch.setitem(formats.FORMATS, "NIfTI", replace(formats.FORMATS["NIfTI"], write=broken))
     image = ImageData.from_array(np.ones((3, 4, 5), np.float32), spacing=(1, 1, 1))
     with pytest.raises(InputError, match="nothing was written"):
         write_image(image, tmp_path / "new.nii.gz")
@@ -322,7 +322,7 @@ def test_a_folder_that_refuses_the_temporary_file_is_reported(tmp_path: Path, mo
     def refuse(**kwargs) -> str:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(uio.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(staging.tempfile, "mkdtemp", refuse)
     with pytest.raises(InputError, match=r"Cannot write in .* \(Permission denied\); choose a folder"):
         write_image(ImageData.from_array(np.zeros((4, 4), np.uint8)), tmp_path / "a.png")
     assert files_in(tmp_path) == set()
@@ -382,7 +382,7 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch
         path.write_bytes(b"the first half of a volume")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(uio._WRITERS, "NIfTI", interrupted)
+    monkeypatch.setitem(formats.FORMATS, "NIfTI", replace(formats.FORMATS["NIfTI"], write=interrupted))
     image = ImageData.from_array(np.ones((3, 4, 5), np.float32), spacing=(1, 1, 1))
     with pytest.raises(KeyboardInterrupt):
         write_image(image, tmp_path / "fused.nii.gz")

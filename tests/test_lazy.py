@@ -10,11 +10,13 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from dask.callbacks import Callback
 
 import napari_upfusion as nu
 from napari_upfusion.engine import intensity, lazy
-from napari_upfusion.engine.lazy import exact_percentiles, open_lazy
+from napari_upfusion.engine.io import open_lazy
+from napari_upfusion.engine.lazy import exact_percentiles
 from napari_upfusion.errors import FusionCancelled, InputError
 
 RNG = np.random.default_rng(7)
@@ -206,6 +208,35 @@ def test_lazy_path_never_holds_a_whole_volume(tmp_path: Path):
     assert 0 < watch.largest <= slab < volume / 4
 
 
+class _BrokenCompile(torch.nn.Module):
+    """Stands in for a ``torch.compile`` whose compilation fails; counts how often it is tried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, a, b, code):
+        self.calls += 1
+        raise RuntimeError("backend compiler failed: C++ compile error")
+
+
+def test_a_failing_compile_is_tried_once_for_a_whole_lazy_volume():
+    """As on the eager path, the first failure turns compilation off for the later slabs and later fusions."""
+    from napari_upfusion.fusers.classical import AverageFuser
+
+    a, b = pair((12, 32, 32))
+    engine = nu.FusionEngine(AverageFuser(), device="cpu")
+    engine.compiled = broken = _BrokenCompile()
+    result = engine.fuse(as_lazy(a, 3), as_lazy(b, 3))
+    assert len(result.image.array.chunks[0]) == 4  # four slabs
+    fused = result.image.array.compute()
+    np.testing.assert_array_equal(fused, nu.fuse(a, b, model="average", device="cpu").array)
+    assert broken.calls == 1 and engine.compiled is None
+    engine.fuse(as_lazy(a, 3), as_lazy(b, 3)).image.array.compute()
+    engine.fuse(np.asarray(a.array), np.asarray(b.array))
+    assert broken.calls == 1
+
+
 # ---------------------------------------------------------------------- refusals
 def test_lazy_refusals_are_one_sentence():
     a, b = pair((8, 32, 32))
@@ -221,6 +252,8 @@ def test_lazy_refusals_are_one_sentence():
         nu.fuse(la, lb, model="average", device="cpu", colormap="hot")
     with pytest.raises(InputError, match="same image"):
         nu.fuse(la, la, model="average", device="cpu")
+    with pytest.raises(InputError, match="Input a is 3-D but input b is 2-D"):  # the eager path's sentence
+        nu.fuse(la, da.ones((32, 32)), model="average", device="cpu")
 
 
 @pytest.mark.parametrize("problem", ["nan", "constant"])

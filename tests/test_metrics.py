@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_upfusion import metrics as M
 from napari_upfusion.errors import InputError
+from napari_upfusion.evaluation import metrics as M
 
 
 def _scene(seed: int = 0, shape: tuple[int, int] = (64, 64)) -> np.ndarray:

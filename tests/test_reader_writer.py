@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from napari_upfusion import ImageData, read_image
-from napari_upfusion._reader import get_reader
 from napari_upfusion.errors import InputError
+from napari_upfusion.plugin.reader import get_reader
 
 PLUGIN = "napari-upfusion"
 RNG = np.random.default_rng(7)
@@ -126,7 +126,7 @@ def test_dicom_folder_opens_as_one_volume(make_napari_viewer, tmp_path: Path) ->
 
 
 def test_writer_refuses_colour_nifti_with_one_sentence(tmp_path: Path) -> None:
-    from napari_upfusion._writer import write_image_layer
+    from napari_upfusion.plugin.writer import write_image_layer
 
     rgb = RNG.random((5, 6, 3)).astype(np.float32)
     with pytest.raises(InputError, match="NIfTI cannot hold this colour image"):
@@ -136,7 +136,7 @@ def test_writer_refuses_colour_nifti_with_one_sentence(tmp_path: Path) -> None:
 
 def test_writer_of_a_plain_layer_writes_unit_geometry(tmp_path: Path) -> None:
     """A layer made from a bare array (default transform) is written with 1 mm voxels at the origin."""
-    from napari_upfusion._writer import write_image_layer
+    from napari_upfusion.plugin.writer import write_image_layer
 
     data = RNG.random((4, 5, 6)).astype(np.float32)
     (path,) = write_image_layer(str(tmp_path / "plain.nii"), data, {"rgb": False})

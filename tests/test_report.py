@@ -6,8 +6,8 @@ import numpy as np
 
 from napari_upfusion.engine import color as colour
 from napari_upfusion.engine.image import ImageData
-from napari_upfusion.metrics import METRIC_INFO, METRIC_NAMES
-from napari_upfusion.report import (
+from napari_upfusion.evaluation.metrics import METRIC_INFO, METRIC_NAMES
+from napari_upfusion.evaluation.report import (
     colour_fused,
     labelled_montage,
     metrics_record,

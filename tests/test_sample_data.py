@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_upfusion import samples
+from napari_upfusion.data import samples
 
 PLUGIN = "napari-upfusion"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_upfusion import samples
+from napari_upfusion.data import samples
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,6 @@ def test_every_colour_scene_loads_from_the_package(name: str) -> None:
 
 
 def test_sample_module_imports_no_torch() -> None:
-    code = "import sys, napari_upfusion.samples; assert 'torch' not in sys.modules"
+    code = "import sys, napari_upfusion.data.samples; assert 'torch' not in sys.modules"
     src = str(Path(samples.__file__).parents[1])
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})

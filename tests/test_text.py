@@ -7,19 +7,14 @@ import torch
 
 from napari_upfusion.errors import PromptError, WeightsNotFoundError
 from napari_upfusion.model import create_model, get_config
-from napari_upfusion.model.text import (
+from napari_upfusion.model.text.clip import OPENAI_IDENTITY, ClipTextEncoder, prompt_cache_key
+from napari_upfusion.model.text.codes import PromptCodeCache, clip_prompt_code, encode_prompt, prompt_code
+from napari_upfusion.model.text.prompts import (
     AUTHORS_PROMPT,
     DEFAULT_PROMPTS,
-    OPENAI_IDENTITY,
-    ClipTextEncoder,
-    PromptCodeCache,
-    clip_prompt_code,
     default_prompt,
-    encode_prompt,
     is_trained_prompt,
     pair_key,
-    prompt_cache_key,
-    prompt_code,
 )
 
 
@@ -57,9 +52,9 @@ def test_cached_code_skips_loading_clip(random_clip, clip_model, monkeypatch):
         raise AssertionError("CLIP was loaded although the code is cached")
 
     monkeypatch.setattr(ClipTextEncoder, "_load", refuse)
-    from napari_upfusion.model import text
+    from napari_upfusion.model.text import clip
 
-    text._ENCODERS.clear()
+    clip._ENCODERS.clear()
     again = encode_prompt(clip_model, "  MRI and PET   of the brain ", clip_weights=path)
     assert torch.equal(first, again)
     with pytest.raises(AssertionError, match="CLIP was loaded"):

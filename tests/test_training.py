@@ -10,8 +10,8 @@ import torch
 
 from napari_upfusion.cli import main
 from napari_upfusion.model import bundled_weights, create_model, get_config, load_model
-from napari_upfusion.model.checkpoint import read_checkpoint_file
-from napari_upfusion.model.text import DEFAULT_PROMPTS
+from napari_upfusion.model.checkpoint.io import read_checkpoint_file
+from napari_upfusion.model.text.prompts import DEFAULT_PROMPTS
 from napari_upfusion.training.loop import TrainSettings, _learning_rate, initialise_from, prompt_table_codes
 from napari_upfusion.training.loss import decision_loss, decision_targets, fusion_loss, sobel
 
@@ -139,7 +139,7 @@ def test_a_clip_conditioned_config_trains_with_the_clip_code_of_the_authors_prom
     """As the authors' Train.py: one CLIP code, of AUTHORS_PROMPT, for every pair; the weights then fuse with it."""
 
     from napari_upfusion import FusionEngine
-    from napari_upfusion.model.text import AUTHORS_PROMPT
+    from napari_upfusion.model.text.prompts import AUTHORS_PROMPT
 
     clip_path, _ = random_clip
     config = tmp_path / "tiny_clip.json"

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_upfusion import samples
-from napari_upfusion import training_data as td
+from napari_upfusion.data import samples
+from napari_upfusion.data import synthetic as td
+from napari_upfusion.data.vocabulary import ANATOMIES, KINDS
 
 SIZE = 96
 
 
 @pytest.fixture(scope="module")
 def pairs() -> list[tuple[np.ndarray, np.ndarray, str]]:
-    return [td.make_pair(7, i, SIZE) for i in range(6 * len(td.KINDS))]
+    return [td.make_pair(7, i, SIZE) for i in range(6 * len(KINDS))]
 
 
 def _edges(x: np.ndarray) -> np.ndarray:
@@ -32,7 +33,7 @@ def _corr(u: np.ndarray, v: np.ndarray) -> float:
 
 
 def test_every_kind_size_range_and_quantisation(pairs) -> None:
-    assert {k for _, _, k in pairs} == set(td.KINDS)
+    assert {k for _, _, k in pairs} == set(KINDS)
     for a, b, kind in pairs:
         for x in (a, b):
             assert x.shape == (SIZE, SIZE) and x.dtype == np.float32
@@ -42,7 +43,7 @@ def test_every_kind_size_range_and_quantisation(pairs) -> None:
         assert np.abs(a - b).mean() > 0.02, f"{kind}: the two images of a pair should differ"
 
 
-@pytest.mark.parametrize("kind", td.KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_pairs_are_spatially_aligned(pairs, kind: str) -> None:
     sel = [(a, b) for a, b, k in pairs if k == kind]
     same = np.mean([_corr(_edges(a), _edges(b)) for a, b in sel])
@@ -95,7 +96,7 @@ def test_workers_split_the_stream(monkeypatch) -> None:
 
     monkeypatch.setattr(tud, "get_worker_info", lambda: Info())
     ds = td.PairDataset(seed=7, size=SIZE, length=6)
-    assert [k for _, _, k in ds] == [td.KINDS[i % len(td.KINDS)] for i in (1, 3, 5)]
+    assert [k for _, _, k in ds] == [KINDS[i % len(KINDS)] for i in (1, 3, 5)]
     assert isinstance(ds, tud.IterableDataset)
 
 
@@ -113,7 +114,7 @@ def test_kind_selection_and_sizes() -> None:
 
 def test_generation_is_fast() -> None:
     td.make_pair(0, 0, 128)  # warm the caches (head model, photo materials)
-    for i in range(1, len(td.KINDS)):
+    for i in range(1, len(KINDS)):
         td.make_pair(0, i, 128)
     t = time.perf_counter()
     for i in range(25):
@@ -190,7 +191,7 @@ def test_colin27_head_model_is_the_real_single_subject_brain() -> None:
 
 def test_anatomies_choose_the_head_of_medical_pairs() -> None:
     both = [td.make_pair(3, i, 64, kinds=("MRI-CT",)) for i in range(4)]
-    again = [td.make_pair(3, i, 64, kinds=("MRI-CT",), anatomies=samples.ANATOMIES) for i in range(4)]
+    again = [td.make_pair(3, i, 64, kinds=("MRI-CT",), anatomies=ANATOMIES) for i in range(4)]
     mni_only = [td.make_pair(3, i, 64, kinds=("MRI-CT",), anatomies=("mni152",)) for i in range(4)]
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(both, again))
     assert any(not np.array_equal(x[0], y[0]) for x, y in zip(both, mni_only))

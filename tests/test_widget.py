@@ -18,14 +18,15 @@ import pytest
 import torch
 from torch import nn
 
-from napari_upfusion import fuse_layers, samples
-from napari_upfusion._layers import PREVIEW_NAME, current_slice
-from napari_upfusion._widget import CHECKPOINT, CUSTOM_PROMPT
+from napari_upfusion import fuse_layers
+from napari_upfusion.data import samples
 from napari_upfusion.engine import registry
 from napari_upfusion.engine.registry import available_fusers
 from napari_upfusion.errors import InputError, PromptError, UPFusionError
 from napari_upfusion.model.factory import get_config
-from napari_upfusion.model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS
+from napari_upfusion.model.text.prompts import AUTHORS_PROMPT, DEFAULT_PROMPTS
+from napari_upfusion.plugin.layers import PREVIEW_NAME, current_slice
+from napari_upfusion.plugin.widget.controls import CHECKPOINT, CUSTOM_PROMPT
 
 PLUGIN = "napari-upfusion"
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_layer_conversion_places_voxels_where_napari_draws_them(brain) -> None:
     """scale, translate, rotate, shear and affine all reach the ImageData; multiscale layers give level 0."""
     from napari.layers import Image
 
-    from napari_upfusion._layers import layer_to_image
+    from napari_upfusion.plugin.layers import layer_to_image
 
     outer = np.eye(4)
     outer[:3, 3] = (5.0, -3.0, 2.0)
@@ -386,7 +387,7 @@ class CancelsDuringLastBatch(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor, text_code=None) -> torch.Tensor:
         self.left -= a.shape[0]
         if self.left <= 0:
-            self.widget._cancel_event.set()
+            self.widget.controller.cancel_event.set()
         return (a + b) / 2
 
 
@@ -404,7 +405,7 @@ def test_cancel_after_the_last_batch_still_adds_nothing(make_napari_viewer, qtbo
     before = state(viewer)
     widget["run_button"].native.click()
     wait_until_idle(qtbot, widget, timeout=20_000)
-    assert fuser.left <= 0 and widget._cancel_event.is_set()  # the whole volume was fused, then cancelled
+    assert fuser.left <= 0 and widget.controller.cancel_event.is_set()  # the whole volume was fused, then cancelled
     assert_unchanged(viewer, before)
     assert widget.last_layer is None and any("cancelled" in str(n.message) for n in notifications)
 

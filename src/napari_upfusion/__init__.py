@@ -8,7 +8,10 @@ The public Python API::
     nu.write_image(fused, "fused.nii.gz")
 
 Names are imported on first use, so ``import napari_upfusion`` (and napari's
-reader or sample data) does not load torch; ``fuse_layers`` needs napari.
+reader or sample data) does not load torch; ``fuse_layers`` needs napari.  This
+file only names things: it registers nothing (the built-in fusers are a table in
+:mod:`napari_upfusion.engine.registry`), and no module of the package imports it.
+The package's floors are described in ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -16,18 +19,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._gl_guard import protect_from_late_triton
+from ._version import __version__
 from .engine.registry import available_fusers, register_fuser
 from .errors import FusionCancelled, InputError, UPFusionError
+from .plugin.gl_guard import protect_from_late_triton
 
-protect_from_late_triton()  # see _gl_guard: torch must not pull in triton next to Mesa's OpenGL
-
-__version__ = "0.1.0"
+protect_from_late_triton()  # see plugin.gl_guard: torch must not pull in triton next to Mesa's OpenGL
 
 _LAZY = {
     "fuse": "engine.api",
     "FusionEngine": "engine.api",
-    "FusionResult": "engine.api",
+    "FusionResult": "engine.provenance",
     "get_engine": "engine.api",
     "ImageData": "engine.image",
     "read_image": "engine.io",
@@ -35,7 +37,7 @@ _LAZY = {
     "load_model": "model",
     "UPFusion": "model",
     "UPFusionConfig": "model",
-    "fuse_layers": "_layers",
+    "fuse_layers": "plugin.layers",
 }
 
 __all__ = [
@@ -54,15 +56,17 @@ __all__ = [
     "get_engine",
     "load_model",
     "read_image",
+    "register_fuser",
     "write_image",
 ]
 
 if TYPE_CHECKING:
-    from ._layers import fuse_layers
-    from .engine.api import FusionEngine, FusionResult, fuse, get_engine
+    from .engine.api import FusionEngine, fuse, get_engine
     from .engine.image import ImageData
     from .engine.io import read_image, write_image
+    from .engine.provenance import FusionResult
     from .model import UPFusion, UPFusionConfig, load_model
+    from .plugin.layers import fuse_layers
 
 
 def __getattr__(name: str) -> Any:
@@ -72,43 +76,3 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'napari_upfusion' has no attribute {name!r}")
-
-
-def _network(source: str):
-    def build(device):
-        from .model import load_model
-
-        return load_model(source, device)
-
-    return build
-
-
-def _classical(class_name: str):
-    def build(device):
-        from . import baselines
-
-        return getattr(baselines, class_name)().to(device).eval()
-
-    return build
-
-
-register_fuser(
-    "small",
-    _network("small"),
-    "the project's own small UP-Fusion, shipped in the package (CPU-friendly)",
-    prompt="table",
-    config="small",
-)
-register_fuser(
-    "paper",
-    _network("paper"),
-    "the authors' released UP-Fusion weights (Fuse.pth, which you download)",
-    needs_weights=True,
-    config="paper",
-)
-for _name, _class, _what in [
-    ("average", "AverageFuser", "the pixel-wise mean of the two images"),
-    ("maximum", "MaximumFuser", "the pixel-wise maximum of the two images"),
-    ("laplacian", "LaplacianFuser", "Laplacian-pyramid fusion (larger detail per level, averaged base)"),
-]:
-    register_fuser(_name, _classical(_class), f"classical: {_what}", prompt="none")

@@ -3,7 +3,7 @@
     upfusion batch cohort.csv --out fused/ [--model small] [--device auto]
                    [--scheduler tcp://host:8786 | --local-workers N] [--force]
 
-No logic here beyond printing: see :mod:`napari_upfusion.cohort` for the
+No logic here beyond printing: see :mod:`napari_upfusion.batch.cohort` for the
 manifest format, output names, resuming and the Dask options.  Exit status: 0
 when no pair failed, 1 when some did (their reasons are in the summary and
 the JSON report), 2 for a problem that stops the batch (bad manifest, model),
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import PRECISION_CHOICES, batch_size
+from .options import add_engine_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,11 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("manifest", metavar="MANIFEST", type=Path, help="CSV file listing the pairs")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
-    parser.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian, or a "
-                        "checkpoint path (default: small)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA where a worker has it), cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
-    parser.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
+    add_engine_options(parser, "model", "device", "precision", "batch_size")  # auto: CUDA where a worker has it
     parser.add_argument("--axis", type=int, default=0, help="slicing axis of the volumes (default 0)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster of this scheduler "
@@ -52,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the batch, print one line per pair and the summary; returns the exit status."""
-    from ..cohort import EngineSettings, PairOutcome, format_summary, run_cohort
+    from ..batch.cohort import EngineSettings, PairOutcome, format_summary, run_cohort
 
     settings = EngineSettings(str(args.model), args.device, args.precision, args.batch_size, args.axis)
 

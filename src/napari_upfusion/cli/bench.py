@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import batch_size, whole_number
+from .options import add_engine_options, whole_number
 
 #: What a ``no`` / ``yes`` / ``both`` option measures.
 _MEASURE = {"no": (False,), "yes": (True,), "both": (False, True)}
@@ -19,14 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", action="append", dest="configs",
                    help="small, paper or a JSON config file (repeatable; default: small and paper)")
-    p.add_argument("--device", default="auto")
+    add_engine_options(p, "device")
     p.add_argument("--size", type=whole_number("--size", 8), default=256, help="slice side in pixels (default 256)")
     p.add_argument("--slices", type=whole_number("--slices"), help="slices per run (default: 32, or 8 for paper on a CPU)")
     p.add_argument("--precision", action="append", dest="precisions",
                    help="fp32 (TF32 off), tf32, bf16, fp16 (repeatable; default: every one this device has)")
     p.add_argument("--cpu-reference", action="store_true",
                    help="on a GPU, also report each path's error against the CPU's fp32 output (vs CPU)")
-    p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
+    add_engine_options(p, "batch_size")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
     p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="also measure torch.compile")
     p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
@@ -45,9 +45,8 @@ def _log(item) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from ..bench import format_rows, rows_to_json, run_benchmark
     from ..engine.runner import resolve_device
+    from ..evaluation.bench import format_rows, rows_to_json, run_benchmark
 
     rows = run_benchmark(
         tuple(args.configs or ("small", "paper")),

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import PRECISION_CHOICES
+from .options import add_engine_options, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,9 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="fuse the bundled MRI/PET sample with the bundled weights; write the volume, a montage and metrics",
     )
     p.add_argument("--out", type=Path, default=Path("upfusion-demo"), help="output folder (default: upfusion-demo)")
-    p.add_argument("--model", default="small", help="fuser to demonstrate (default: small)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    add_engine_options(p, "model", "device", "precision")
     p.add_argument("--voxel-mm", type=int, default=2, choices=[1, 2, 3, 4], help="sample resolution (default 2 mm)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -27,13 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import imageio.v3 as iio
 
+    from ..data.samples import brain_mri_pet
     from ..engine.api import FusionEngine
     from ..engine.io import write_image
     from ..errors import InputError
-    from ..model.cache import atomic_write_text
-    from ..report import fusion_figures, metrics_record, metrics_table
-    from ..samples import brain_mri_pet
-    from . import slice_progress
+    from ..evaluation.report import fusion_figures, metrics_record, metrics_table
+    from ..utils.files import atomic_path, atomic_write_text
 
     out = args.out
     if (out / "fused.nii.gz").exists() and not args.force:
@@ -58,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
         mri, pet, pair.modalities, {n: r.luma for n, r in results.items()}, shown,
         title=f"UP-Fusion demo: bundled MRI + PET sample ({args.voxel_mm} mm), model {args.model}",
     )  # fmt: skip
-    tmp = out / ".montage.partial.png"
-    iio.imwrite(tmp, picture)
-    tmp.replace(out / "montage.png")
+    with atomic_path(out / "montage.png") as tmp:
+        iio.imwrite(tmp, picture, extension=".png")
     table = metrics_table(scores)
     where = (f"Fusion metrics of {', '.join(scores)} on the bundled MRI/PET sample: means over the central half of "
              "the axial slices, on a 0-255 grey scale.")  # fmt: skip

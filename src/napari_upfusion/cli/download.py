@@ -16,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import PAPER_CHECKPOINT_ENV, PAPER_CHECKPOINT_LINKS, default_paper_checkpoint_path
-    from ..model.text import download_clip_weights
+    from ..model.checkpoint.weights import PAPER_CHECKPOINT_ENV, PAPER_CHECKPOINT_LINKS, default_paper_checkpoint_path
+    from ..model.text.clip import download_clip_weights
 
     if args.what == "paper":
         print(

@@ -3,7 +3,7 @@
     upfusion evaluate A_DIR B_DIR --modalities MRI CT --fuser small --fuser laplacian [--save DIR]
 
 prints one row per metric and one column per fuser (means over the pairs).
-No maths here: see :mod:`napari_upfusion.evaluation`.
+No maths here: see :mod:`napari_upfusion.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..modalities import MODALITIES
-from . import PRECISION_CHOICES
+from .options import add_engine_options
 
 DEFAULT_FUSERS = ["average", "maximum", "laplacian"]
 
@@ -44,15 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "authors' checkpoints, the only one their weights were trained with; the pair's built-in "
                         "prompt for small)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
-    parser.add_argument("--device", default="cpu", help="torch device the fusers run on (default: cpu)")
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    add_engine_options(parser, "device", "precision", device="cpu")
     parser.add_argument("--digits", type=int, default=4, help="decimals printed (default: 4)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table; returns the exit status."""
-    from ..evaluation import evaluate_pairs, format_table
+    from ..evaluation.evaluate import evaluate_pairs, format_table
 
     fusers = args.fusers or DEFAULT_FUSERS
 

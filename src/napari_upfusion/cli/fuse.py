@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..modalities import MODALITIES
-from . import PRECISION_CHOICES, batch_size, slice_progress
+from .options import add_engine_options, engine_options, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,21 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "checkpoints: the authors' prompt, the only one their released weights were trained with (any "
                    "other text, e.g. a pair prompt, gives the network a channel order it never saw: an experiment). "
                    "Default for small: the pair's built-in prompt (it understands only its built-in prompts)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", default="small", help="small (bundled), paper, average, maximum, laplacian")
-    which.add_argument("--checkpoint", type=Path, help="path of a checkpoint (the authors' Fuse.pth or our safetensors)")
+    add_engine_options(p, "model", "checkpoint")
     p.add_argument("--axis", type=int, default=0, help="slicing axis of a volume (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
-                   help="auto: what the model was validated at (fp32 for paper everywhere; TF32 off); bf16, fp16 or "
-                   "tf32 (GPU) only when asked, with a warning where not validated (channel rankings may change)")
-    p.add_argument("--batch-size", type=batch_size, default="auto", help="slices per batch (default: from free memory)")
+    add_engine_options(p, "device", "precision", "batch_size")
     p.add_argument("--colormap", choices=["hot", "jet", "pet"], help="colour a scalar B first (colour fusion)")
     p.add_argument("--grey", action="store_true", help="write luminance only, even for colour inputs")
     p.add_argument("--window", help="CT window name (fusion, bone, brain, soft-tissue) or LEVEL,WIDTH in HU")
     p.add_argument("--register", action="store_true", help="rigidly register B to A first (mutual information)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (pays on a GPU for long volumes)")
-    p.add_argument("--clip-weights", type=Path, help="CLIP ViT-B/32 weights file (paper model, new prompts)")
+    add_engine_options(p, "compile", "clip_weights")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -73,13 +66,13 @@ def check_output(path: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import read_image, write_image
     from ..engine.api import get_engine
+    from ..engine.io import read_image, write_image
 
     check_output(args.output, args.force)
     a = read_image(args.a, modality=args.modalities[0])
     b = read_image(args.b, modality=args.modalities[1])
-    engine = get_engine(args.checkpoint or args.model, args.device, args.precision, args.batch_size, args.clip_weights, args.compile)
+    engine = get_engine(**engine_options(args).as_kwargs())
     with slice_progress("fusing", args.quiet) as progress:
         result = engine.fuse(
             a,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 
 
@@ -21,24 +20,22 @@ def _status(finder) -> str:
 
 def collect() -> dict[str, str]:
     """The facts ``upfusion info`` prints, as a dict (used by tests and the widget's About text)."""
-    import torch
+    from importlib.metadata import version
 
-    from .. import __version__
+    from .._version import __version__
     from ..engine.registry import available_fusers
-    from ..model import bundled_weights, find_paper_checkpoint, get_config, list_configs
-    from ..model.cache import cache_dir
-    from ..model.text import CLIP_PRECISION, clip_device, find_clip_weights
+    from ..engine.runner import describe_devices
+    from ..model.checkpoint.weights import bundled_weights, find_paper_checkpoint
+    from ..model.factory import list_configs
+    from ..model.runtime import config_runtime
+    from ..model.text.clip import CLIP_PRECISION, clip_device, find_clip_weights
+    from ..utils.files import cache_dir
 
-    if torch.cuda.is_available():
-        devices = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
-        devices = f"cpu ({os.cpu_count()} cores), {devices}"
-    else:
-        devices = f"cpu ({os.cpu_count()} cores); no CUDA GPU"
     return {
         "napari-upfusion": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "devices": devices,
+        "torch": version("torch"),
+        "devices": describe_devices(),
         "configs": ", ".join(list_configs()),
         "fusers": ", ".join(available_fusers()),
         "cache folder": str(cache_dir()),
@@ -46,10 +43,7 @@ def collect() -> dict[str, str]:
         "paper weights": _status(find_paper_checkpoint),
         "CLIP ViT-B/32": _status(find_clip_weights),
         "CLIP codes": _clip_codes(clip_device(), CLIP_PRECISION),
-        "auto precision": "; ".join(
-            f"{name}: {_auto_precisions(get_config(name))}"
-            for name in list_configs()
-        ),
+        "auto precision": "; ".join(f"{name}: {_auto_precisions(config_runtime(name))}" for name in list_configs()),
     }
 
 
@@ -63,22 +57,18 @@ def _clip_codes(device, precision: str) -> str:
     )
 
 
-def _auto_precisions(config) -> str:
-    """What ``precision="auto"`` gives ``config`` here on the CPU and on any CUDA GPU."""
-    import torch
+def _auto_precisions(hints) -> str:
+    """What ``precision="auto"`` gives weights with runtime ``hints`` here on the CPU and on any CUDA GPU."""
+    from ..engine.runner import resolve_device, resolve_precision, validated_precision
 
-    from ..engine.runner import resolve_precision, validated_precision
-
-    cpu = torch.device("cpu")
-    on_cpu = resolve_precision("auto", cpu, validated_precision(config, cpu))
-    on_gpu = validated_precision(config, torch.device("cuda"))
+    cpu = resolve_device("cpu")
+    on_cpu = resolve_precision("auto", cpu, validated_precision(hints, cpu))
+    on_gpu = validated_precision(hints, "cuda")
     tf32 = " (TF32 off)" if on_gpu == "fp32" else ""
     return f"{on_cpu} on this CPU, {on_gpu} on CUDA{tf32}"
 
 
 def run(args: argparse.Namespace) -> int:
-    import napari_upfusion  # noqa: F401 - registers every fuser
-
     facts = collect()
     width = max(map(len, facts))
     for key, value in facts.items():

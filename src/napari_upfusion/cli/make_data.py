@@ -1,6 +1,6 @@
 """``upfusion make-data OUT_DIR``: write the reproducible training pairs as ``.npz`` shards.
 
-The pairs are those of :mod:`napari_upfusion.training_data` (packaged MNI152,
+The pairs are those of :mod:`napari_upfusion.data.synthetic` (packaged MNI152,
 Colin27 and scikit-image sources, simulated second modalities); the same arguments
 regenerate bit-identical shards, checked by ``manifest.json``'s SHA-256 sums.
 """
@@ -11,7 +11,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..training.settings import ANATOMIES, KINDS
+    from ..data.vocabulary import ANATOMIES, KINDS
 
     p = sub.add_parser(
         "make-data",
@@ -46,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training_data import run as run_make_data
+    from ..data.synthetic import make_dataset
 
-    return run_make_data(args)
+    manifest = make_dataset(
+        args.out_dir, args.pairs, args.seed, args.size, args.kinds, args.shard_size, progress=True, anatomies=args.anatomies
+    )
+    print(f"wrote {manifest['n_pairs']} pairs in {len(manifest['shards'])} shards to {args.out_dir}")
+    return 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import whole_number
+from .options import whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..training.settings import ANATOMIES, LOSS_NAMES, TrainSettings
+    from ..data.vocabulary import ANATOMIES
+    from ..training.settings import LOSS_NAMES, TrainSettings
 
     d = TrainSettings()
     p = sub.add_parser(
@@ -59,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import bundled_weights
+    from ..model.checkpoint.weights import bundled_weights
     from ..training.loop import TrainSettings, train
 
     settings = TrainSettings(

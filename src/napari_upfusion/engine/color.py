@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..utils.colour import LUMA_WEIGHTS
+
 __all__ = ["COLORMAPS", "apply_colormap", "is_grey_rgb", "rgb_to_ycbcr", "ycbcr_to_rgb"]
 
 _RGB_TO_YCBCR = np.array(
     [
-        [0.299, 0.587, 0.114],
+        LUMA_WEIGHTS,
         [-0.168736, -0.331264, 0.5],
         [0.5, -0.418688, -0.081312],
     ],

@@ -12,7 +12,7 @@ The rule, per input volume (never per slice, so that slices stay comparable):
   and the 99.5th to 1, clipped (``percentiles`` changes them).
 
 A constant input maps to all zeros (no division by zero).  NaN and infinite
-values are refused by :func:`check_finite`.
+values are refused before, with the other input checks (:mod:`.validate`).
 
 The rule is split in two so that a volume too large for memory can be mapped
 piece by piece with one range for the whole volume: :func:`intensity_range`
@@ -36,7 +36,6 @@ __all__ = [
     "VolumeStatistics",
     "apply_range",
     "as_float32",
-    "check_finite",
     "intensity_range",
     "looks_like_hounsfield",
     "normalize",
@@ -50,24 +49,6 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
     "soft-tissue": (50.0, 400.0),
 }
 DEFAULT_PERCENTILES = (0.5, 99.5)
-
-
-def check_finite(array: np.ndarray, name: str) -> None:
-    """Raise :class:`InputError` if ``array`` holds NaN or infinite values."""
-    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
-        bad = ~np.isfinite(array)
-        count = int(bad.sum())
-        if count:
-            raise nonfinite_error(name, count, bool(np.isnan(array).any()))
-
-
-def nonfinite_error(name: str, count: int, has_nan: bool) -> InputError:
-    """The error for ``count`` NaN (when ``has_nan``) or infinite values in input ``name``."""
-    kind = "NaN" if has_nan else "infinite"
-    return InputError(
-        f"Input {name} contains {count} {kind} value{'s' if count > 1 else ''}; replace them with a number "
-        "(for example 0) before fusing."
-    )
 
 
 def looks_like_hounsfield(minimum: float) -> bool:

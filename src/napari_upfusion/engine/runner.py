@@ -13,10 +13,11 @@ batches.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,21 +25,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FusionCancelled, UPFusionError
+from ..model.runtime import RuntimeHints
 
 __all__ = [
+    "CANCELLED",
     "CancelToken",
     "ProgressCallback",
     "SliceRunner",
+    "describe_devices",
+    "device_choices",
+    "is_cancelled",
     "is_out_of_memory",
     "pad_to_multiple",
     "resolve_device",
     "resolve_precision",
+    "runtime_hints",
     "tf32",
     "unvalidated_precision_note",
     "validated_precision",
 ]
 
 ProgressCallback = Callable[[int, int], None]
+#: What a cancelled fusion raises (:class:`~napari_upfusion.errors.FusionCancelled`) with.
+CANCELLED = "Fusion was cancelled; nothing was returned or written."
 #: Every precision a fuser can run at: the dtype of its activations (``tf32`` is float32 whose CUDA
 #: convolutions and matrix products may round their inputs to TF32; ``fp32`` never does).
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,6 +74,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def device_choices() -> list[str]:
+    """The devices a user can pick here: ``auto``, ``cpu``, and ``cuda`` (plus ``cuda:N`` for each of several GPUs)."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        devices += ["cuda"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
+    return devices
+
+
+def describe_devices() -> str:
+    """One line naming this machine's devices: the CPU's cores and every CUDA GPU by name."""
+    cpu = f"cpu ({os.cpu_count()} cores)"
+    if not torch.cuda.is_available():
+        return f"{cpu}; no CUDA GPU"
+    gpus = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
+    return f"{cpu}, {gpus}"
+
+
 def cpu_has_native_bf16() -> bool:
     """True if oneDNN can run bf16 natively here (AVX512-BF16 or AMX), which makes bf16 faster, not slower."""
     try:
@@ -73,15 +100,22 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def validated_precision(config: Any, device: torch.device) -> str:
+def runtime_hints(fuser: nn.Module) -> RuntimeHints:
+    """The :class:`~napari_upfusion.model.runtime.RuntimeHints` a fuser carries (``fuser.runtime``, set when
+    UP-Fusion weights are loaded or created), or the defaults for fusers without any (classical ones)."""
+    return getattr(fuser, "runtime", None) or RuntimeHints()
+
+
+def validated_precision(hints: RuntimeHints | None, device: torch.device | str) -> str:
     """The precision a fuser's weights were checked at on this kind of device (``"fp32"`` when unknown).
 
-    ``config`` is the fuser's ``config`` (an UP-Fusion config, or ``None`` for other fusers).  The one
-    place that reads the runtime precision hints of an UP-Fusion config: ``gpu_precision`` on a CUDA
-    device, ``cpu_precision`` elsewhere.  UP-Fusion ranks channels with top-k, so rounding can reorder
-    them and change the result: a reduced precision is only a default where it was measured.
+    ``hints`` are the fuser's runtime hints (:func:`runtime_hints`; ``None`` for none); ``device`` a
+    device or a device type (``"cuda"``).  The one place that reads the precision hints:
+    ``gpu_precision`` on a CUDA device, ``cpu_precision`` elsewhere.  UP-Fusion ranks channels with
+    top-k, so rounding can reorder them: a reduced precision is only a default where it was measured.
     """
-    return str(getattr(config, "gpu_precision" if device.type == "cuda" else "cpu_precision", "fp32"))
+    hints = hints or RuntimeHints()
+    return hints.gpu_precision if getattr(device, "type", device) == "cuda" else hints.cpu_precision
 
 
 def _runs_well(precision: str, device: torch.device) -> bool:
@@ -180,7 +214,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def _is_cancelled(cancel: CancelToken | Callable[[], bool] | None) -> bool:
+def is_cancelled(cancel: CancelToken | Callable[[], bool] | None) -> bool:
+    """Whether ``cancel`` (an event with ``is_set()``, a callable, or ``None``) asks to stop."""
     if cancel is None:
         return False
     if hasattr(cancel, "is_set"):
@@ -295,8 +330,8 @@ class SliceRunner:
         return self.fuser(a, b, text_code)
 
     def streams_for(self, batch: int) -> int:
-        """How many slices run side by side: on the CPU, with batches of one, the network's
-        ``cpu_streams`` (2 where its config does not say), at most one per thread.
+        """How many slices run side by side: on the CPU, with batches of one, the ``cpu_streams`` of the
+        fuser's runtime hints (:func:`runtime_hints`; 2 where it has none), at most one per thread.
 
         Measured on a 2-core CPU: two single-threaded streams fuse the small model
         1.35x faster than one two-threaded stream, and the paper network 0.92x as
@@ -307,8 +342,7 @@ class SliceRunner:
             return max(1, int(self.streams))
         if self.device.type != "cpu" or batch != 1 or self.compiled is not None:
             return 1
-        wanted = getattr(getattr(self.fuser, "config", None), "cpu_streams", 2)
-        return max(1, min(wanted, torch.get_num_threads()))
+        return max(1, min(runtime_hints(self.fuser).cpu_streams, torch.get_num_threads()))
 
     def run(
         self,
@@ -342,8 +376,8 @@ class SliceRunner:
         height, width = out.shape[1:]
         position = 0
         while position < len(todo):
-            if _is_cancelled(cancel):
-                raise FusionCancelled("Fusion was cancelled; nothing was returned or written.")
+            if is_cancelled(cancel):
+                raise FusionCancelled(CANCELLED)
             index = todo[position : position + batch]
             try:
                 ta = host_a[index].unsqueeze(1).to(self.device, non_blocking=True)
@@ -388,8 +422,8 @@ class SliceRunner:
                     index = next(queue, None)
                 if index is None:
                     return
-                if _is_cancelled(cancel):
-                    failure.append(FusionCancelled("Fusion was cancelled; nothing was returned or written."))
+                if is_cancelled(cancel):
+                    failure.append(FusionCancelled(CANCELLED))
                     return
                 try:
                     fused = self.fuse_batch(host_a[index][None, None], host_b[index][None, None], code)

@@ -6,13 +6,13 @@ weights come from one of two places, named by the config's ``backbone_weights``:
 
 * ``None``: the UP-Fusion checkpoint holds them (the authors' ConvNeXt-Base,
   mapped from torchvision's layout by
-  :func:`~napari_upfusion.model.checkpoint.torchvision_convnext_to_timm`), or
+  :func:`~napari_upfusion.model.checkpoint.convert.torchvision_convnext_to_timm`), or
   they stay at their seeded random initial values (a model being trained);
 * the name of a :data:`PRETRAINED_SOURCES` entry: real pretrained weights read
   from a file that an installed package carries (never downloaded), mapped onto
-  timm's names by a checkpoint filter in the manner of timm's
-  ``checkpoint_filter_fn``.  Such weights are not stored again in the project's
-  own checkpoints; :func:`~napari_upfusion.model.checkpoint.load_model` fills
+  timm's names by a checkpoint filter in the manner of timm's ``checkpoint_filter_fn``
+  (:func:`~napari_upfusion.model.checkpoint.convert.efficientnet_pytorch_to_timm`).
+  Such weights are not stored again in the project's own checkpoints; :func:`~napari_upfusion.model.checkpoint.load.load_model` fills
   them in from the source.
 
 Sources
@@ -26,8 +26,7 @@ Sources
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import timm
@@ -35,12 +34,12 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, WeightsNotFoundError
+from .checkpoint.convert import efficientnet_pytorch_to_timm
 
 __all__ = [
     "PRETRAINED_SOURCES",
     "PretrainedSource",
     "build_backbone",
-    "efficientnet_pytorch_to_timm",
     "load_pretrained_backbone",
     "pretrained_state_dict",
 ]
@@ -57,46 +56,6 @@ def build_backbone(name: str, num_classes: int = 0) -> nn.Module:
     if num_classes == 0 and name.startswith("convnext"):
         model.head = nn.Identity()  # forward_features stops before the head; drop its parameters too
     return model
-
-
-# --------------------------------------------------------------------------- EfficientNet-PyTorch -> timm
-
-# Inside one block: (EfficientNet-PyTorch name, timm name) for blocks with an expansion convolution
-# (timm's InvertedResidual) and for those without (DepthwiseSeparableConv, the first stage).
-_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
-_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
-_TOP_KEY = re.compile(r"(_\w+?)\.(\w+)$")
-
-
-def efficientnet_pytorch_to_timm(
-    state: Mapping[str, torch.Tensor], stage_depths: Sequence[int]
-) -> dict[str, torch.Tensor]:
-    """Map an EfficientNet-PyTorch state dict onto timm's EfficientNet names.
-
-    ``_blocks.N`` (numbered through all stages) becomes ``blocks.S.I`` by
-    ``stage_depths`` (timm's ``[len(stage) for stage in model.blocks]``); the
-    stem, head and classifier are renamed.  Raises ``KeyError`` for a key that
-    belongs to no known module.
-    """
-    starts = [sum(stage_depths[:s]) for s in range(len(stage_depths))]
-    expanded = {int(m[1]) for key in state if (m := _BLOCK_KEY.match(key)) and m[2] == "_expand_conv"}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if match := _BLOCK_KEY.match(key):
-            flat, module, leaf = int(match[1]), match[2], match[3]
-            stage = max(s for s, start in enumerate(starts) if start <= flat)
-            names = _EXPANDED if flat in expanded else _SEPARABLE
-            if module not in names or flat >= sum(stage_depths):
-                raise KeyError(key)
-            out[f"blocks.{stage}.{flat - starts[stage]}.{names[module]}.{leaf}"] = value
-        elif (match := _TOP_KEY.match(key)) and match[1] in _TOP:
-            out[f"{_TOP[match[1]]}.{match[2]}"] = value
-        else:
-            raise KeyError(key)
-    return out
 
 
 # --------------------------------------------------------------------------- sources

@@ -17,13 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.colour import luma
+from ..utils.fields import from_fields
 from .blocks import Downsample, Upsample, transformer_stage
 from .modules import GeometricAffineModulation, SemanticChannelPruning, TextChannelPerturbation
 
 __all__ = ["UPFusion", "UPFusionConfig", "luminance"]
-
-#: ITU-R BT.601 luma weights, used by the authors to turn an RGB first input into one channel.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -38,22 +37,9 @@ class UPFusionConfig:
     checkpoints).  ``text_encoder`` names how
     prompts become the ``text_dim``-wide code: ``"clip-vit-b-32"`` (OpenAI CLIP
     text tower, as the authors) or ``"prompt-table"`` (a fixed table of codes
-    stored with the weights, one per entry of ``prompts``).  ``cpu_precision``
-    is what ``precision="auto"`` uses on a CPU with native bf16: ``"bf16"`` only
-    for configs whose weights were checked against float32 (``small``: 0.5-0.7 %
-    relative L2 median, 1.3 % at most, on real pairs), since channel rankings
-    inside the network can amplify rounding.
-    ``gpu_precision`` is what ``precision="auto"`` uses on a CUDA GPU: ``"fp32"``
-    (TF32 off) unless a config's weights were checked at another precision on a
-    GPU; configs stored with weights before this field existed get fp32 too.
-    ``cpu_precision``, ``gpu_precision`` and ``cpu_streams`` are runtime hints,
-    read in one place (:func:`napari_upfusion.engine.runner.validated_precision`
-    and :meth:`~napari_upfusion.engine.runner.SliceRunner.streams_for`).
-    ``cpu_streams`` is how many slices run side by side (one thread each) on a
-    CPU when slices go one at a time: 2 pays for a small network; the paper
-    network gains nothing from it and needs twice the memory, so ``paper.json``
-    sets 1; the default stays 2 (an exception to "defaults are the paper's") because
-    configs stored with weights before this field existed, like ``small``'s, rely on it.
+    stored with the weights, one per entry of ``prompts``).  How a set of weights
+    was validated to run (precisions, CPU streams) is not architecture: see
+    :class:`~napari_upfusion.model.runtime.RuntimeHints`.
     """
 
     name: str = "paper"
@@ -77,9 +63,6 @@ class UPFusionConfig:
     text_encoder: str = "clip-vit-b-32"
     prompts: tuple[str, ...] = field(default_factory=tuple)
     pad_multiple: int = 8
-    cpu_precision: str = "fp32"
-    gpu_precision: str = "fp32"
-    cpu_streams: int = 2
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "heads", "prompts"):
@@ -91,12 +74,6 @@ class UPFusionConfig:
                 raise ValueError(f"level {level + 1} has {self.dim * 2**level} channels, not divisible by {heads} heads.")
         if self.text_encoder not in ("clip-vit-b-32", "prompt-table"):
             raise ValueError(f"unknown text_encoder {self.text_encoder!r}; use 'clip-vit-b-32' or 'prompt-table'.")
-        if self.cpu_precision not in ("fp32", "bf16"):
-            raise ValueError(f"cpu_precision must be 'fp32' or 'bf16', not {self.cpu_precision!r}.")
-        if self.gpu_precision not in ("fp32", "tf32", "bf16", "fp16"):
-            raise ValueError(f"gpu_precision must be 'fp32', 'tf32', 'bf16' or 'fp16', not {self.gpu_precision!r}.")
-        if self.cpu_streams < 1:
-            raise ValueError(f"cpu_streams must be at least 1, not {self.cpu_streams}.")
         if self.backbone_weights is not None:
             from .backbones import PRETRAINED_SOURCES
 
@@ -117,21 +94,20 @@ class UPFusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UPFusionConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown UP-Fusion config fields: {', '.join(unknown)}.")
-        return cls(**data)
+        """A config from a mapping of field names (unknown fields are an error)."""
+        return from_fields(cls, data, "UP-Fusion config")
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
-    """Y = 0.299 R + 0.587 G + 0.114 B of a ``[B, 3, H, W]`` tensor; one-channel input is returned as is."""
+    """Y = 0.299 R + 0.587 G + 0.114 B of a ``[B, 3, H, W]`` tensor; one-channel input is returned as is.
+
+    The weights are :data:`~napari_upfusion.utils.colour.LUMA_WEIGHTS`.
+    """
     if x.shape[1] == 1:
         return x
     if x.shape[1] != 3:
         raise ValueError(f"expected 1 or 3 channels, got {x.shape[1]}.")
-    r, g, b = x.unbind(dim=1)
-    return (LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b).unsqueeze(1)
+    return luma(*x.unbind(dim=1)).unsqueeze(1)
 
 
 class UPFusion(nn.Module):

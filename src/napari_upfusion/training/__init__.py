@@ -1,1 +1,1 @@
-"""Training the project's own UP-Fusion weights (beside the engine; layers 1-2 never import this)."""
+"""Beside the engine: training the project's own UP-Fusion weights (nothing in the model or engine imports this)."""

@@ -1,6 +1,6 @@
 """``upfusion train``: training a small UP-Fusion on pairs the project can regenerate.
 
-The data come from :mod:`napari_upfusion.training_data` (packaged MNI152 and
+The data come from :mod:`napari_upfusion.data.synthetic` (packaged MNI152 and
 scikit-image sources turned into modality pairs by documented transforms);
 nothing from the evaluation folders is ever used.
 
@@ -12,7 +12,7 @@ type simply presents its own fixed channel permutation, and the rest of the
 network learns to fuse under it.  Each training pair is shown with the prompt
 of its own pair type.  A CLIP-conditioned config (``paper``) is trained as the
 authors' ``Train.py`` trains it: every pair with the one CLIP code of
-:data:`~napari_upfusion.model.text.AUTHORS_PROMPT`, computed once before the
+:data:`~napari_upfusion.model.text.prompts.AUTHORS_PROMPT`, computed once before the
 first step (which needs CLIP weights or a cached code).
 
 Checkpoints (``last.pt``: model, optimiser and step, saved with plain tensors
@@ -38,7 +38,9 @@ import torch
 from ..errors import InputError, WeightsNotFoundError
 from ..model import UPFusion, UPFusionConfig, create_model, read_checkpoint_file, save_checkpoint
 from ..model.factory import config_from, list_configs
-from ..model.text import AUTHORS_PROMPT, DEFAULT_PROMPTS, PromptCode, clip_prompt_code
+from ..model.text.codes import PromptCode, clip_prompt_code
+from ..model.text.prompts import AUTHORS_PROMPT, DEFAULT_PROMPTS
+from ..utils.files import atomic_path
 from .loss import LOSSES
 from .settings import TrainSettings
 
@@ -90,7 +92,7 @@ def _batches(settings: TrainSettings, start_step: int):
 
     ``a`` is the anatomical / visible image (the network's first slot), ``b`` the other one.
     """
-    from ..training_data import PairDataset
+    from ..data.synthetic import PairDataset
 
     start = start_step * settings.batch_size
     dataset = iter(
@@ -199,12 +201,11 @@ def train(
                 handle.write(json.dumps(record) + "\n")
             log(json.dumps(record))
         if step % s.save_every == 0 or step == s.steps:
-            tmp = last.with_suffix(".partial")
-            torch.save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed},
-                tmp,
-            )
-            os.replace(tmp, last)
+            with atomic_path(last) as tmp:
+                torch.save(
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed},
+                    tmp,
+                )
     model.eval()
     recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies", "decision_sigmas")}}
     meta = {"training": json.dumps(recorded), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}

@@ -1,19 +1,18 @@
-"""What determines a training run, and the kinds of training pair: plain data, no torch.
+"""What determines a training run: plain data, no torch.
 
-A module of its own so that ``upfusion train --help`` and ``upfusion make-data
---help`` can show the defaults without loading torch or scipy.
+A module of its own so that ``upfusion train --help`` can show the defaults without
+loading torch or scipy.  The kinds of training pair and the head anatomies are the
+data's vocabulary (:mod:`napari_upfusion.data.vocabulary`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ANATOMIES", "KINDS", "LOSS_NAMES", "TrainSettings"]
+from ..data.vocabulary import ANATOMIES, KINDS
 
-#: The kinds of pair the generator of :mod:`napari_upfusion.training_data` makes.
-KINDS: tuple[str, ...] = ("MRI-CT", "MRI-PET", "MRI-SPECT", "IR-VIS", "generic")
-#: The head anatomies of its medical pairs (see :func:`napari_upfusion.samples.head_model`).
-ANATOMIES: tuple[str, ...] = ("mni152", "colin27")
+__all__ = ["LOSS_NAMES", "TrainSettings"]
+
 #: The training losses of :mod:`napari_upfusion.training.loss` (``LOSSES``), by name.
 LOSS_NAMES: tuple[str, ...] = ("authors", "decision")
 
@@ -38,7 +37,7 @@ class TrainSettings:
     seed: int = 0
     code_seed: int = 2026
     kinds: tuple[str, ...] = KINDS
-    #: Head anatomies of the medical pairs (see :func:`napari_upfusion.samples.head_model`).
+    #: Head anatomies of the medical pairs (see :func:`napari_upfusion.data.samples.head_model`).
     anatomies: tuple[str, ...] = ANATOMIES
     precision: str = "bf16"
     #: ``"authors"`` (their loss) or ``"decision"`` (activity decision map); see :mod:`.loss`.

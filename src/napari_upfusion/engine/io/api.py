@@ -1,0 +1,177 @@
+"""Reading and writing images and volumes as :class:`~napari_upfusion.engine.image.ImageData`.
+
+Formats (the registry is :mod:`.formats`)
+-----------------------------------------
+- NIfTI (``.nii``, ``.nii.gz``) through nibabel, geometry converted exactly both
+  ways and the header kept (:mod:`.nifti`); colour is not written to NIfTI.
+- MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``), DICOM files
+  (``.dcm`` or any file with the DICOM preamble) and DICOM series folders
+  (the largest series in the folder) through SimpleITK, keeping spacing, origin
+  and direction (:mod:`.sitk`).  DICOM is read only.
+- PNG, TIFF, JPEG (2-D; TIFF also 3-D stacks) through imageio and tifffile, without
+  physical geometry (:mod:`.plain`).
+
+Data types when writing
+-----------------------
+- NIfTI, MetaImage, NRRD: floating-point data is written as float32, booleans as
+  uint8, other integers unchanged.
+- PNG, JPEG, TIFF: float data within ``[0, 1]`` is written as 8 bit,
+  ``round(clip(x, 0, 1) * 255)``.  Other float data is kept as float32 in TIFF and
+  refused by PNG and JPEG.  Integers go to PNG as uint8/uint16 and to JPEG as
+  uint8 when their values fit; TIFF keeps them as they are.
+
+Writes are atomic (:func:`~.staging.staged_output`): on any failure nothing is left
+behind and an existing file is untouched; an existing file is only replaced with
+``overwrite=True``.  An image whose array is lazy (dask) is written slab by slab:
+NIfTI and zarr (``.zarr``) are streamed, other formats computed whole first.
+:func:`open_lazy` opens a NIfTI file or a zarr folder lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import InputError
+from ..image import ImageData, is_lazy_array
+from .formats import FORMATS, SUPPORTED_EXTENSIONS, extension, format_of, is_dicom_file
+from .nifti import read_nifti
+from .sitk import read_dicom_series
+from .staging import staged_output
+from .zarr_array import open_zarr, write_zarr
+
+__all__ = ["open_lazy", "read_image", "write_image"]
+
+
+def _missing(path: Path) -> InputError:
+    return InputError(f"{path} does not exist; check the path and try again.")
+
+
+def _unreadable(path: Path, fmt: str) -> InputError:
+    return InputError(f"{path} is not a readable {fmt} image; check that the file is complete.")
+
+
+def read_image(path: str | os.PathLike[str], modality: str | None = None) -> ImageData:
+    """Read an image file, or the DICOM series in a folder, with its physical geometry.
+
+    Parameters
+    ----------
+    path
+        A file with a supported extension (see :data:`~.formats.SUPPORTED_EXTENSIONS`), a DICOM
+        file without extension, or a folder holding a DICOM series.
+    modality
+        Stored as ``metadata["modality"]`` when given (e.g. ``"MRI"``, ``"PET"``).
+
+    Returns
+    -------
+    ImageData
+        ``metadata`` holds ``"path"``, ``"format"`` and, when given, ``"modality"``.
+
+    Raises
+    ------
+    InputError
+        The path is missing, is a folder without DICOM series, has an unknown
+        extension, or is not a readable image of its format.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise _missing(path)
+    if path.is_dir():
+        fmt, reader = "DICOM", read_dicom_series
+    else:
+        unknown = extension(path) not in SUPPORTED_EXTENSIONS
+        found = FORMATS["DICOM"] if unknown and is_dicom_file(path) else format_of(path)
+        fmt, reader = found.name, found.read
+    try:
+        image = reader(path)
+    except InputError:
+        raise
+    except Exception as error:
+        raise _unreadable(path, fmt) from error
+    image.metadata.update(path=str(path), format=fmt, **({"modality": modality} if modality else {}))
+    return image
+
+
+def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``image`` atomically in the format given by the extension of ``path``.
+
+    Parameters
+    ----------
+    image
+        The image; its array is never modified.  Geometry is written to NIfTI,
+        MetaImage and NRRD; see the module docstring for the data types written.
+        A lazy (dask) array, such as the result of a lazy fusion, is computed slab
+        by slab: streamed to NIfTI and to a ``.zarr`` folder (with the geometry and
+        the fusion record in its attributes), computed whole for other formats.
+    path
+        Target file: ``.nii``, ``.nii.gz``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``,
+        ``.png``, ``.tif``, ``.tiff``, ``.jpg`` or ``.jpeg``; ``.zarr`` for a lazy image.
+    overwrite
+        Replace an existing file or folder (the CLI's ``--force``).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    InputError
+        Unknown or read-only format, missing or unwritable folder, an existing file
+        without ``overwrite``, data the format cannot hold, or a failed write; in
+        every case nothing is left behind (an interrupted write leaves only a
+        ``.<name>.<random>.partial`` folder).
+    """
+    path = Path(path).expanduser().absolute()
+    lazy = is_lazy_array(image.array)
+    if lazy and path.name.lower().endswith(".zarr"):
+        writer = write_zarr
+    else:
+        fmt = format_of(path)
+        if fmt.write is None:
+            raise InputError(
+                f"Writing {fmt.name} is not supported; save {path.name} as .nii.gz, .mha or .nrrd instead."
+            )
+        writer = fmt.stream if lazy and fmt.stream is not None else fmt.write
+        if lazy and fmt.stream is None:
+            image = image.with_array(np.asarray(image.array.compute(scheduler="threads")))
+    with staged_output(path, overwrite=overwrite) as staging:
+        writer(image, staging / path.name)
+    return path
+
+
+def open_lazy(path: str | os.PathLike[str], modality: str | None = None) -> ImageData:
+    """Open a ``.zarr`` folder or a NIfTI file as an :class:`~napari_upfusion.engine.image.ImageData`
+    holding a dask array.
+
+    Nothing is read but the header (NIfTI) or the attributes (zarr).  A zarr
+    folder written by :func:`write_image` keeps its geometry; any other zarr array
+    gets unit geometry.  NIfTI is chunked in slabs along array axis 0 (NIfTI's k).
+
+    Parameters
+    ----------
+    path
+        A ``.zarr`` folder holding one array, or a ``.nii`` / ``.nii.gz`` grey volume.
+    modality
+        Stored as ``metadata["modality"]`` when given.
+
+    Returns
+    -------
+    ImageData
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise _missing(path)
+    extra = {"path": str(path), **({"modality": modality} if modality else {})}
+    if path.name.lower().endswith(".zarr"):
+        return open_zarr(path, extra)
+    try:
+        image = read_nifti(path, lazy=True)
+    except InputError:
+        raise
+    except Exception as error:
+        raise _unreadable(path, "NIfTI") from error
+    image.metadata.update(format="NIfTI", **extra)
+    return image

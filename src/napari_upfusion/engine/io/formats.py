@@ -1,0 +1,86 @@
+"""The one registry of image file formats: by extension, how each is read and written.
+
+Every part of the package that depends on a file's format asks here: reading and
+writing (:mod:`.api`), the napari reader's file types (those with physical geometry),
+the output names of a batch (a derived image keeps its input's format family).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import InputError
+from ..image import ImageData
+from . import nifti, plain, sitk
+
+__all__ = ["FORMATS", "SUPPORTED_EXTENSIONS", "Format", "extension", "format_of", "is_dicom_file"]
+
+
+@dataclass(frozen=True)
+class Format:
+    """An image file format.
+
+    ``read(path)`` and ``write(image, path)`` (``None``: read only); ``stream(image,
+    path)`` writes a lazy (dask) image slab by slab (``None``: it is computed whole
+    first); ``geometry`` says whether the format keeps physical spacing, origin and
+    direction; ``output_extension`` is the extension an image derived from a file of
+    this format is written with (DICOM, which is read only, gives NIfTI).
+    """
+
+    name: str
+    extensions: tuple[str, ...]
+    read: Callable[[Path], ImageData]
+    write: Callable[[ImageData, Path], None] | None
+    geometry: bool
+    output_extension: str
+    stream: Callable[[ImageData, Path], None] | None = None
+
+
+def _plain(name: str, extensions: tuple[str, ...], output: str) -> Format:
+    read = functools.partial(plain.read_plain, fmt=name)
+    write = functools.partial(plain.write_plain, fmt=name)
+    return Format(name, extensions, read, write, geometry=False, output_extension=output)
+
+
+#: Every format by name; the extensions are matched in lower case.
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("NIfTI", (".nii", ".nii.gz"), nifti.read_nifti, nifti.write_nifti, True, ".nii.gz", nifti.write_nifti_streamed),
+        Format("MetaImage", (".mha", ".mhd"), sitk.read_sitk, sitk.write_sitk, True, ".mha"),
+        Format("NRRD", (".nrrd", ".nhdr"), sitk.read_sitk, sitk.write_sitk, True, ".nrrd"),
+        Format("DICOM", (".dcm",), sitk.read_sitk, None, True, ".nii.gz"),
+        _plain("PNG", (".png",), ".png"),
+        _plain("TIFF", (".tif", ".tiff"), ".tif"),
+        _plain("JPEG", (".jpg", ".jpeg"), ".png"),
+    )
+}
+_BY_EXTENSION: dict[str, str] = {ext: f.name for f in FORMATS.values() for ext in f.extensions}
+#: Every extension a file may have, in the order of :data:`FORMATS`.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_BY_EXTENSION)
+
+
+def extension(path: str | Path) -> str:
+    """The image extension of ``path`` in lower case (``.nii.gz`` counts as one)."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def format_of(path: str | Path) -> Format:
+    """The format of an existing or future file, from its extension; an unknown one is refused in one sentence."""
+    try:
+        return FORMATS[_BY_EXTENSION[extension(path)]]
+    except KeyError:
+        known = ", ".join(SUPPORTED_EXTENSIONS)
+        raise InputError(
+            f"{Path(path).name} has an extension this tool does not know; use one of {known} (or a DICOM folder)."
+        ) from None
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True if ``path`` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:] == b"DICM"

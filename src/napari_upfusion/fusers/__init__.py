@@ -1,0 +1,1 @@
+"""Beside the engine: slice fusers other than UP-Fusion (the classical references in :mod:`.classical`)."""
