@@ -150,5 +150,5 @@ def test_every_colour_scene_loads_from_the_package(name: str) -> None:
 
 def test_sample_module_imports_no_torch() -> None:
     code = "import sys, napari_upfusion.data.samples; assert 'torch' not in sys.modules"
-    src = str(Path(samples.__file__).parents[1])
+    src = str(Path(samples.__file__).parents[2])
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})

@@ -148,7 +148,9 @@ def test_read_dataset_detects_a_changed_shard(tmp_path) -> None:
 
 
 def test_command_line(tmp_path, capsys) -> None:
-    assert td.main([str(tmp_path), "--pairs", "3", "--size", "32", "--kinds", "IR-VIS", "generic"]) == 0
+    from napari_upfusion.cli import main
+
+    assert main(["make-data", str(tmp_path), "--pairs", "3", "--size", "32", "--kinds", "IR-VIS", "generic"]) == 0
     got = list(td.read_dataset(tmp_path))
     assert [k for *_, k in got] == ["IR-VIS", "generic", "IR-VIS"]
     assert "wrote 3 pairs" in capsys.readouterr().out

@@ -72,6 +72,7 @@ from .._version import __version__
 from ..engine.api import FusionEngine, get_engine
 from ..engine.io import read_image, write_image
 from ..engine.io.formats import FORMATS, extension
+from ..engine.options import EngineOptions
 from ..errors import InputError, UPFusionError
 from ..modalities import MODALITIES
 from ..utils.files import atomic_write_text, file_sha256
@@ -123,18 +124,15 @@ class CohortPair:
 
 
 @dataclass(frozen=True)
-class EngineSettings:
-    """How every pair is fused; picklable, so that each worker builds (and caches) its own engine."""
+class EngineSettings(EngineOptions):
+    """How every pair is fused: the engine options and the slicing axis; picklable, so that each worker builds
+    (and caches) its own engine."""
 
-    model: str = "small"
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int | str = "auto"
     axis: int = 0
 
     def engine(self) -> FusionEngine:
         """This process's engine for these settings, loaded once and then reused (:func:`get_engine`)."""
-        return get_engine(self.model, self.device, self.precision, self.batch_size)
+        return get_engine(**{name: getattr(self, name) for name in EngineOptions.names()})
 
 
 @dataclass

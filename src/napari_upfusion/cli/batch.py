@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_engine_options
+from .options import add_engine_options, engine_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the batch, print one line per pair and the summary; returns the exit status."""
     from ..batch.cohort import EngineSettings, PairOutcome, format_summary, run_cohort
 
-    settings = EngineSettings(str(args.model), args.device, args.precision, args.batch_size, args.axis)
+    settings = EngineSettings(**engine_options(args).as_kwargs(), axis=args.axis)
 
     def on_outcome(outcome: PairOutcome, report) -> None:
         if args.quiet:
