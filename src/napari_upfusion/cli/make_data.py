@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import make_dataset
 
     manifest = make_dataset(
-        args.out_dir, args.pairs, args.seed, args.size, args.kinds, args.shard_size, progress=True, anatomies=args.anatomies
-    )
+        args.out_dir, args.pairs, args.seed, args.size, args.kinds, args.shard_size, progress=True,
+        anatomies=args.anatomies,
+    )  # fmt: skip
     print(f"wrote {manifest['n_pairs']} pairs in {len(manifest['shards'])} shards to {args.out_dir}")
     return 0

@@ -340,7 +340,8 @@ def get_engine(*args: Any, **kwargs: Any) -> FusionEngine:
     return engine
 
 
-get_engine.__signature__ = inspect.signature(EngineOptions).replace(return_annotation=FusionEngine)  # type: ignore[attr-defined]
+_SIGNATURE = inspect.signature(EngineOptions).replace(return_annotation=FusionEngine)
+get_engine.__signature__ = _SIGNATURE  # type: ignore[attr-defined]  # help() shows the options
 
 
 @takes_engine_options

@@ -87,10 +87,16 @@ BUILTIN_FUSERS: tuple[FuserInfo, ...] = (
         kwargs={"source": "paper"},
     ),
     FuserInfo(
-        "average", _CLASSICAL.format("AverageFuser"), "classical: the pixel-wise mean of the two images", prompt="none"
+        "average",
+        _CLASSICAL.format("AverageFuser"),
+        "classical: the pixel-wise mean of the two images",
+        prompt="none",
     ),
     FuserInfo(
-        "maximum", _CLASSICAL.format("MaximumFuser"), "classical: the pixel-wise maximum of the two images", prompt="none"
+        "maximum",
+        _CLASSICAL.format("MaximumFuser"),
+        "classical: the pixel-wise maximum of the two images",
+        prompt="none",
     ),
     FuserInfo(
         "laplacian",

@@ -12,8 +12,8 @@ weights come from one of two places, named by the config's ``backbone_weights``:
   from a file that an installed package carries (never downloaded), mapped onto
   timm's names by a checkpoint filter in the manner of timm's ``checkpoint_filter_fn``
   (:func:`~napari_upfusion.model.checkpoint.convert.efficientnet_pytorch_to_timm`).
-  Such weights are not stored again in the project's own checkpoints; :func:`~napari_upfusion.model.checkpoint.load.load_model` fills
-  them in from the source.
+  Such weights are not stored again in the project's own checkpoints;
+  :func:`~napari_upfusion.model.checkpoint.load.load_model` fills them in from the source.
 
 Sources
 -------

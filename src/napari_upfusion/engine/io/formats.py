@@ -49,7 +49,9 @@ def _plain(name: str, extensions: tuple[str, ...], output: str) -> Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("NIfTI", (".nii", ".nii.gz"), nifti.read_nifti, nifti.write_nifti, True, ".nii.gz", nifti.write_nifti_streamed),
+        Format(
+            "NIfTI", (".nii", ".nii.gz"), nifti.read_nifti, nifti.write_nifti, True, ".nii.gz", nifti.write_nifti_streamed
+        ),
         Format("MetaImage", (".mha", ".mhd"), sitk.read_sitk, sitk.write_sitk, True, ".mha"),
         Format("NRRD", (".nrrd", ".nhdr"), sitk.read_sitk, sitk.write_sitk, True, ".nrrd"),
         Format("DICOM", (".dcm",), sitk.read_sitk, None, True, ".nii.gz"),
