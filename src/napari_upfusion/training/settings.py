@@ -14,7 +14,7 @@ from ..data.vocabulary import ANATOMIES, KINDS
 __all__ = ["LOSS_NAMES", "TrainSettings"]
 
 #: The training losses of :mod:`napari_upfusion.training.loss` (``LOSSES``), by name.
-LOSS_NAMES: tuple[str, ...] = ("authors", "decision")
+LOSS_NAMES: tuple[str, ...] = ("authors", "edges")
 
 
 @dataclass
@@ -40,10 +40,10 @@ class TrainSettings:
     #: Head anatomies of the medical pairs (see :func:`napari_upfusion.data.samples.head_model`).
     anatomies: tuple[str, ...] = ANATOMIES
     precision: str = "bf16"
-    #: ``"authors"`` (their loss) or ``"decision"`` (activity decision map); see :mod:`.loss`.
+    #: ``"authors"`` (their loss) or ``"edges"`` (its direction-aware gradient term); see :mod:`.loss`.
     loss: str = "authors"
-    #: Smoothing (pixels) of the decision maps of the ``decision`` loss: intensity target, gradient target.
-    decision_sigmas: tuple[float, float] = (3.0, 1.0)
+    #: Smoothing (pixels) of the gradient-energy decision of the ``edges`` loss.
+    edges_sigma: float = 1.0
     #: Weights file whose tensors of matching name and shape start the run (the backbone excepted).
     init_from: str = ""
     #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
