@@ -243,8 +243,8 @@ def _stem_and_extension(a: str | os.PathLike[str]) -> tuple[str, str]:
 def output_name(a: str | os.PathLike[str], id: str | None = None, output_format: str | None = None) -> str:
     """The output name of a pair: ``<id or a's name without extension>_fused<ext of a's family>``.
 
-    ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``; an
-    ``output_format`` written as a folder (``"dicom"``) gives no extension.
+    ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``;
+    ``output_format="dicom"``, a format written as a folder (the only other choice), gives no extension.
 
     Examples
     --------
@@ -252,7 +252,7 @@ def output_name(a: str | os.PathLike[str], id: str | None = None, output_format:
     ('T1w_fused.nii.gz', 'scene1_fused.png', 'series7_fused.nii.gz')
     """
     stem, extension = _stem_and_extension(a)
-    return f"{id or stem}_fused{'' if output_format else extension}"
+    return f"{id or stem}_fused{'' if _folder_format(output_format) else extension}"
 
 
 def _folder_format(output_format: str | None) -> str | None:
