@@ -19,7 +19,10 @@ One file per pair in the output folder: ``<id>_fused<ext>``, or
 ``<name of a without its extension>_fused<ext>`` when ``id`` is empty, where
 ``<ext>`` keeps ``a``'s format family (:func:`output_name`): NIfTI and DICOM give
 ``.nii.gz``, MetaImage ``.mha``, NRRD ``.nrrd``, PNG and JPEG ``.png``, TIFF
-``.tif``.  Two pairs that would write the same name are a manifest problem.
+``.tif``.  With ``output_format="dicom"`` (``--format dicom``) each output is
+instead a folder ``<id or name>_fused`` holding a DICOM series, linked to
+``a``'s series when ``a`` is DICOM (see :mod:`napari_upfusion.engine.io.dicom`).
+Two pairs that would write the same name are a manifest problem.
 The fused image has ``a``'s grid and geometry (the engine resamples ``b``).
 
 Resuming
@@ -71,7 +74,7 @@ from typing import Any
 from .._version import __version__
 from ..engine.api import FusionEngine, get_engine
 from ..engine.io import read_image, write_image
-from ..engine.io.formats import FORMATS, extension
+from ..engine.io.formats import FORMATS, extension, format_named
 from ..engine.options import EngineOptions
 from ..errors import InputError, UPFusionError
 from ..modalities import MODALITIES
@@ -121,6 +124,7 @@ class CohortPair:
     modalities: tuple[str, str]
     prompt: str | None
     output: Path
+    output_format: str | None = None  # None: the output's extension; else a folder format ("dicom")
 
 
 @dataclass(frozen=True)
@@ -236,10 +240,11 @@ def _stem_and_extension(a: str | os.PathLike[str]) -> tuple[str, str]:
     return name[: len(name) - len(suffix)], _OUTPUT_EXTENSIONS[suffix]
 
 
-def output_name(a: str | os.PathLike[str], id: str | None = None) -> str:
-    """The output file name of a pair: ``<id or a's name without extension>_fused<ext of a's family>``.
+def output_name(a: str | os.PathLike[str], id: str | None = None, output_format: str | None = None) -> str:
+    """The output name of a pair: ``<id or a's name without extension>_fused<ext of a's family>``.
 
-    ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``.
+    ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``;
+    ``output_format="dicom"``, a format written as a folder (the only other choice), gives no extension.
 
     Examples
     --------
@@ -247,11 +252,22 @@ def output_name(a: str | os.PathLike[str], id: str | None = None) -> str:
     ('T1w_fused.nii.gz', 'scene1_fused.png', 'series7_fused.nii.gz')
     """
     stem, extension = _stem_and_extension(a)
-    return f"{id or stem}_fused{extension}"
+    return f"{id or stem}_fused{'' if _folder_format(output_format) else extension}"
+
+
+def _folder_format(output_format: str | None) -> str | None:
+    """``output_format`` checked: None, or the name of a format written as a folder (batch outputs are named by
+    their input's family otherwise)."""
+    if output_format is not None and not format_named(output_format).folder:
+        raise InputError(
+            f"A batch names its outputs after a's format family, so output_format may only be 'dicom', not "
+            f"{output_format!r}."
+        )
+    return output_format
 
 
 def read_manifest(
-    manifest: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+    manifest: str | os.PathLike[str], out_dir: str | os.PathLike[str], output_format: str | None = None
 ) -> tuple[list[CohortPair], list[str]]:
     """Read and check a manifest (see the module docstring).
 
@@ -261,6 +277,8 @@ def read_manifest(
         The CSV file.
     out_dir
         The output folder, which the output paths are put in.
+    output_format
+        None, or ``"dicom"``: every output is a folder holding a DICOM series.
 
     Returns
     -------
@@ -276,6 +294,7 @@ def read_manifest(
     """
     manifest = Path(manifest).expanduser().absolute()
     out_dir = Path(out_dir).expanduser().absolute()
+    output_format = _folder_format(output_format)
     if not manifest.is_file():
         raise ManifestError([f"The manifest {manifest} does not exist; check the path."])
     try:
@@ -334,7 +353,8 @@ def read_manifest(
                 b=b,
                 modalities=(cells["modality_a"].upper(), cells["modality_b"].upper()),
                 prompt=cells.get("prompt") or None,
-                output=out_dir / output_name(a, pair_id or None),
+                output=out_dir / output_name(a, pair_id or None, output_format),
+                output_format=output_format,
             )
         )
     by_output: dict[Path, list[int]] = {}
@@ -394,7 +414,7 @@ def fuse_pair(pair: CohortPair, settings: EngineSettings, overwrite: bool = Fals
         a = read_image(pair.a, modality=pair.modalities[0])
         b = read_image(pair.b, modality=pair.modalities[1])
         result = engine.fuse(a, b, modalities=pair.modalities, prompt=pair.prompt, axis=settings.axis)
-        write_image(result.image, pair.output, overwrite=overwrite)
+        write_image(result.image, pair.output, overwrite=overwrite, format=pair.output_format)
         outcome.status, outcome.provenance = "done", json.loads(json.dumps(result.info, default=str))
     except UPFusionError as error:
         outcome.reason = str(error)
@@ -495,6 +515,7 @@ def run_cohort(
     force: bool = False,
     on_outcome: Callable[[PairOutcome, CohortReport], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    output_format: str | None = None,
 ) -> CohortReport:
     """Fuse every pair of ``manifest`` into ``out_dir``, skipping finished ones (see the module docstring).
 
@@ -518,6 +539,9 @@ def run_cohort(
     on_warning
         Called with each warning sentence (missing input files, ignored columns,
         staging folders removed) before the pairs run.
+    output_format
+        None (each output keeps ``a``'s format family) or ``"dicom"`` (each output is a
+        DICOM series folder).
 
     Returns
     -------
@@ -538,7 +562,7 @@ def run_cohort(
         raise InputError("Give either a scheduler address or a number of local workers, not both.")
     settings = settings or EngineSettings()
     out_dir = Path(out_dir).expanduser().absolute()
-    pairs, warnings = read_manifest(manifest, out_dir)
+    pairs, warnings = read_manifest(manifest, out_dir, output_format)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -553,7 +577,8 @@ def run_cohort(
         report = CohortReport(
             Path(manifest).expanduser().absolute(),
             out_dir,
-            {**dataclasses.asdict(settings), "force": force, "scheduler": scheduler, "local_workers": local_workers},
+            {**dataclasses.asdict(settings), "force": force, "scheduler": scheduler, "local_workers": local_workers,
+             "output_format": output_format},
             [PairOutcome(pair, "pending") for pair in pairs],
             warnings,
         )

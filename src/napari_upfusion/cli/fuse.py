@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..modalities import MODALITIES
-from .options import add_engine_options, engine_options, slice_progress
+from .options import add_engine_options, add_output_format, engine_options, output_format, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("a", type=Path, help="anatomical or visible input (MRI, VIS): the network's first (visible) slot")
     p.add_argument("b", type=Path, help="the other modality (CT, PET, SPECT, IR): the second (infrared) slot")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file; the format follows its extension")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file, whose extension gives the format, or with --format dicom a new folder")
+    add_output_format(p, "the output's extension gives the format")
     p.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "PET"], type=str.upper,
                    choices=list(MODALITIES), help="modality of A and of B (default: MRI PET)")
     p.add_argument("--prompt", help="text that guides the fusion. Default for the paper model and authors' "
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             register=args.register,
             progress=progress,
         )
-    written = write_image(result.image, args.output, overwrite=args.force)
+    written = write_image(result.image, args.output, overwrite=args.force, format=output_format(args))
     info = result.info
     print(f"wrote {written} ({info['model']}, {info['device']}, {info['precision']}, {info['seconds']:.1f} s)")
     return 0

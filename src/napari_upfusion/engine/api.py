@@ -46,7 +46,7 @@ from .image import ImageData, is_lazy_array
 from .intensity import apply_range, intensity_range
 from .lazy import SlabFuser, as_lazy_image, fuse_slabs, lazy_ranges
 from .options import EngineOptions, takes_engine_options
-from .provenance import FusionResult, fusion_record
+from .provenance import FusionResult, fusion_record, result_metadata
 from .registry import available_fusers, build_fuser, uses_text
 from .runner import (
     CancelToken,
@@ -289,7 +289,7 @@ class FusionEngine:
         )  # fmt: skip
         grid = img_a if part is None else img_a.slab(index, axis)
         result = grid.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
-        result = dataclasses.replace(result, metadata={"upfusion": info})
+        result = dataclasses.replace(result, metadata=result_metadata(img_a, info))
         return FusionResult(result, info, luma)
 
     def _fuse_lazy(self, a, b, modalities, prompt, axis, colormap, window, register, progress, cancel,
@@ -313,7 +313,7 @@ class FusionEngine:
             lazy=True, slab_slices=list(fused.chunks[axis]) if ndim == 3 else [1],
             intensity_ranges=[list(r) for r in ranges],
         )  # fmt: skip
-        result = dataclasses.replace(img_a.with_array(fused, rgb=False), metadata={"upfusion": info})
+        result = dataclasses.replace(img_a.with_array(fused, rgb=False), metadata=result_metadata(img_a, info))
         return FusionResult(result, info, fused)  # grey only: the fused array is its own luma
 
 
@@ -421,7 +421,9 @@ def fuse(
     numpy.ndarray or ImageData
         Float32 in ``[0, 1]``, ``a``'s spatial shape (plus ``3`` for colour),
         the same type as ``a``; an ``ImageData`` keeps ``a``'s geometry and
-        records the settings in ``metadata["upfusion"]``.  For lazy inputs the
+        records the settings in ``metadata["upfusion"]`` (and keeps ``a``'s DICOM headers in
+        ``metadata["dicom"]``, so ``write_image(..., format="dicom")`` links the result to
+        ``a``'s series).  For lazy inputs the
         array is a lazy dask array, equal to the eager result once computed
         (``write_image`` streams it to NIfTI or zarr).
     """

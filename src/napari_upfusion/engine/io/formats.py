@@ -2,7 +2,10 @@
 
 Every part of the package that depends on a file's format asks here: reading and
 writing (:mod:`.api`), the napari reader's file types (those with physical geometry),
-the output names of a batch (a derived image keeps its input's format family).
+the output names of a batch (a derived image keeps its input's format family, or
+goes to the folder format it names).  A format is chosen by the extension of a
+file, or by its name (:func:`output_format`); a format written as a folder of files
+(a DICOM series) only by its name.
 """
 
 from __future__ import annotations
@@ -14,9 +17,18 @@ from pathlib import Path
 
 from ...errors import InputError
 from ..image import ImageData
-from . import nifti, plain, sitk
+from . import dicom, nifti, plain, sitk
 
-__all__ = ["FORMATS", "SUPPORTED_EXTENSIONS", "Format", "extension", "format_of", "is_dicom_file"]
+__all__ = [
+    "FORMATS",
+    "SUPPORTED_EXTENSIONS",
+    "Format",
+    "extension",
+    "format_named",
+    "format_of",
+    "is_dicom_file",
+    "output_format",
+]
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,9 @@ class Format:
     path)`` writes a lazy (dask) image slab by slab (``None``: it is computed whole
     first); ``geometry`` says whether the format keeps physical spacing, origin and
     direction; ``output_extension`` is the extension an image derived from a file of
-    this format is written with (DICOM, which is read only, gives NIfTI).
+    this format is written with unless another format is named (DICOM gives NIfTI);
+    ``folder`` says that ``write`` makes a folder of files (a DICOM series), which is
+    written only when the format is named, whatever the folder's name.
     """
 
     name: str
@@ -37,6 +51,7 @@ class Format:
     geometry: bool
     output_extension: str
     stream: Callable[[ImageData, Path], None] | None = None
+    folder: bool = False
 
 
 def _plain(name: str, extensions: tuple[str, ...], output: str) -> Format:
@@ -54,7 +69,7 @@ FORMATS: dict[str, Format] = {
         ),
         Format("MetaImage", (".mha", ".mhd"), sitk.read_sitk, sitk.write_sitk, True, ".mha"),
         Format("NRRD", (".nrrd", ".nhdr"), sitk.read_sitk, sitk.write_sitk, True, ".nrrd"),
-        Format("DICOM", (".dcm",), sitk.read_sitk, None, True, ".nii.gz"),
+        Format("DICOM", (".dcm",), dicom.read_dicom_file, dicom.write_dicom_series, True, ".nii.gz", folder=True),
         _plain("PNG", (".png",), ".png"),
         _plain("TIFF", (".tif", ".tiff"), ".tif"),
         _plain("JPEG", (".jpg", ".jpeg"), ".png"),
@@ -80,6 +95,41 @@ def format_of(path: str | Path) -> Format:
         raise InputError(
             f"{Path(path).name} has an extension this tool does not know; use one of {known} (or a DICOM folder)."
         ) from None
+
+
+def format_named(name: str) -> Format:
+    """The format called ``name`` in any case (``"dicom"``, ``"nifti"`` ...); an unknown name is refused in one
+    sentence."""
+    found = {key.lower(): fmt for key, fmt in FORMATS.items()}.get(name.lower())
+    if found is None:
+        names = ", ".join(key.lower() for key in FORMATS)
+        raise InputError(f"Unknown image format {name!r}; use one of {names}, or none to follow the extension.")
+    return found
+
+
+def output_format(path: str | Path, name: str | None = None) -> Format:
+    """The format to write ``path`` in: the one called ``name`` (any case), else the one its extension gives.
+
+    Refused in one sentence: an unknown name or extension, a named file format that ``path``'s
+    extension contradicts, and a folder format (DICOM) chosen by extension alone.
+    """
+    if name is None:
+        fmt = format_of(path)
+        if fmt.folder:
+            raise InputError(
+                f"A {fmt.name} series is a folder of files; give a folder path with format='{fmt.name.lower()}' "
+                f"(--format {fmt.name.lower()}) instead of {Path(path).name}."
+            )
+    else:
+        fmt = format_named(name)
+        if not fmt.folder and extension(path) not in fmt.extensions:
+            raise InputError(
+                f"{Path(path).name} does not have a {fmt.name} extension ({', '.join(fmt.extensions)}); "
+                "rename it or leave the format out."
+            )
+    if fmt.write is None:
+        raise InputError(f"Writing {fmt.name} is not supported; save {Path(path).name} as .nii.gz, .mha or .nrrd.")
+    return fmt
 
 
 def is_dicom_file(path: Path) -> bool:

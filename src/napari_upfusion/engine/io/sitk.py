@@ -1,9 +1,5 @@
-"""MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``) and DICOM through SimpleITK, with spacing,
-origin and direction.
-
-A single DICOM file is a one-slice volume; a folder is read as the largest DICOM
-series in it.  DICOM is read only.
-"""
+"""MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) through SimpleITK, with spacing, origin and
+direction; :func:`read_sitk` also reads DICOM's pixels and geometry for :mod:`.dicom`."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from ...errors import InputError
 from ..image import ImageData
 from .staging import stored_dtype
 
-__all__ = ["read_dicom_series", "read_sitk", "write_sitk"]
+__all__ = ["read_sitk", "write_sitk"]
 
 
 def read_sitk(path: Path | list[str]) -> ImageData:
@@ -23,21 +19,6 @@ def read_sitk(path: Path | list[str]) -> ImageData:
     if image.GetDimension() not in (2, 3):
         raise InputError(f"Only 2-D and 3-D images are supported, but this one is {image.GetDimension()}-D.")
     return ImageData.from_sitk(image)
-
-
-def read_dicom_series(folder: Path) -> ImageData:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader
-    series = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in reader.GetGDCMSeriesIDs(str(folder))}
-    if not series:
-        raise InputError(
-            f"The folder {folder} holds no DICOM series; choose a folder of DICOM slices or an image file."
-        )
-    uid = max(series, key=lambda key: len(series[key]))
-    image = read_sitk(list(series[uid]))
-    image.metadata.update(dicom_series_uid=uid, dicom_series_in_folder=len(series))
-    return image
 
 
 def write_sitk(image: ImageData, path: Path) -> None:
