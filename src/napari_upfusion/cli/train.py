@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="CPU autocast precision")
     p.add_argument("--loss", choices=LOSS_NAMES, default=d.loss,
-                   help="training loss: the authors' (default), or 'edges': the authors' with each edge's signed gradient taken "
-                   "from the locally more active source")
+                   help="training loss: the authors' (default), or 'edges': each edge's signed gradient and, half-way, the "
+                   "intensity taken from the locally more active source")
     p.add_argument("--init-from", default=d.init_from, metavar="WEIGHTS",
                    help="start from the tensors of this weights file that fit (never the backbone); "
                    "'bundled' means the shipped small weights")

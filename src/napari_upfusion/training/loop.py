@@ -168,7 +168,7 @@ def train(
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16")
     loss_fn = LOSSES[s.loss]
     if s.loss == "edges":
-        loss_fn = functools.partial(loss_fn, sigma=s.edges_sigma)
+        loss_fn = functools.partial(loss_fn, sigma=s.edges_sigmas[0], sigma_weight=s.edges_sigmas[1])
     tick = time.perf_counter()
     running: dict[str, float] = {}
     while step < s.steps:
@@ -207,7 +207,7 @@ def train(
                     tmp,
                 )
     model.eval()
-    recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies")}}
+    recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies", "edges_sigmas")}}
     meta = {"training": json.dumps(recorded), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}
     if clip is not None:
         meta["text_code"] = json.dumps({"prompt": AUTHORS_PROMPT, **clip.describe()})

@@ -9,19 +9,30 @@ on the channel mean of each input, where ``|grad|`` is ``|Sobel_x| + |Sobel_y|``
 gradient magnitude.  The paper's text names only the first two terms; the code
 that trained the weights uses all three.
 
-:func:`edges_loss` keeps the intensity and SSIM terms and changes what the
-gradient term asks for.  The authors' term compares gradient *magnitudes*, so
-an edge may come out with the right strength but the wrong direction or sign
-(for example where a bright CT bone edge meets a dark MRI one).  Here each
-pixel's target is the *signed* Sobel gradient ``(Gx, Gy)`` of the source whose
-local gradient energy (squared Sobel magnitude, Gaussian-smoothed over
-``sigma`` pixels) is larger, the decision-map rule of multi-modal fusion
-(SDNet, Zhang and Ma, IJCV 2021, builds its gradient targets the same way)::
+:func:`edges_loss` keeps the SSIM term and changes what the other two ask for,
+after the decision-map rule of multi-modal fusion (SDNet, Zhang and Ma, IJCV
+2021, builds its loss targets the same way): a source's *activity* is its
+squared Sobel magnitude, Gaussian-smoothed.
 
-    10 * L1(F, max(A, B)) + 10 * (L1(dF/dx, Gx) + L1(dF/dy, Gy)) + 10 * (1 - gradient-weighted SSIM)
+- Gradient term: the authors' compares gradient *magnitudes*, so an edge may
+  come out with the right strength but the wrong direction or sign (where a
+  bright CT bone edge meets a dark MRI one, say).  Here each pixel's target is
+  the *signed* Sobel gradient ``(Gx, Gy)`` of the source whose activity
+  (smoothed over ``sigma`` pixels) is larger.
+- Intensity term: half the authors' pixel-wise maximum, half the
+  activity-weighted mean ``w A + (1 - w) B`` with ``w = act_A / (act_B + act_A)``
+  (activities smoothed over ``sigma_weight`` pixels; where neither source has an
+  edge nearby, ``w`` is 0 and the mean follows B, the functional or infrared
+  image).  The maximum alone makes a patchwork of both sources wherever their
+  brightness crosses, as it does inside the brain in MRI-CT; the weighted mean
+  keeps the texture of the source that has it.
 
-Only the targets of the gradient term depend on the decision; no gradient
-flows into them.
+::
+
+    10 * L1(F, (max(A, B) + w A + (1 - w) B) / 2) + 10 * (L1(dF/dx, Gx) + L1(dF/dy, Gy))
+        + 10 * (1 - gradient-weighted SSIM)
+
+No gradient flows into the targets.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import torch.nn.functional as F
 
 from .settings import LOSS_NAMES
 
-__all__ = ["LOSSES", "decision_gradients", "edges_loss", "fusion_loss", "sobel", "sobel_magnitude", "ssim"]
+__all__ = ["LOSSES", "edges_loss", "edges_targets", "fusion_loss", "sobel", "sobel_magnitude", "ssim"]
 
 _SOBEL = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]])
 
@@ -72,8 +83,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
 def fusion_loss(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> dict[str, torch.Tensor]:
     """The three weighted terms and their sum (``"total"``) for inputs ``a``, ``b`` and output ``fused``."""
     a, b, fused = (t.mean(dim=1, keepdim=True) for t in (a, b, fused))
-    intensity, structure = _intensity_and_structure(a, b, fused)
+    intensity = 10 * F.l1_loss(fused, torch.maximum(a, b))
     gradient = 10 * F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(a), sobel_magnitude(b)))
+    structure = _weighted_ssim_term(a, b, fused)
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "total": intensity + gradient + structure}
 
 
@@ -94,37 +106,43 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, -1, 1))
 
 
-def decision_gradients(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradient targets ``(Gx, Gy)`` of :func:`edges_loss`, each ``[B, 1, H, W]``.
+def edges_targets(
+    a: torch.Tensor, b: torch.Tensor, sigma: float = 1.0, sigma_weight: float = 3.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The targets of :func:`edges_loss`: intensity ``T`` and signed gradient ``(Gx, Gy)``, each ``[B, 1, H, W]``.
 
-    At each pixel, the signed Sobel gradient of ``a`` where ``a``'s gradient energy,
-    Gaussian-smoothed over ``sigma`` pixels, is larger than ``b``'s, else of ``b``
-    (ties go to ``b``).  No gradient flows into the targets.
+    ``(Gx, Gy)`` is ``a``'s Sobel gradient where ``a``'s activity over ``sigma`` pixels is
+    larger than ``b``'s, else ``b``'s (ties go to ``b``); ``T`` is the mean of the pixel-wise
+    maximum and the activity-weighted mean over ``sigma_weight`` pixels (module docstring).
     """
     with torch.no_grad():
-        ax, ay = sobel(a)
-        bx, by = sobel(b)
-        take_a = (_gaussian_blur(ax * ax + ay * ay, sigma) > _gaussian_blur(bx * bx + by * by, sigma)).to(a.dtype)
-        return take_a * ax + (1 - take_a) * bx, take_a * ay + (1 - take_a) * by
+        (ax, ay), (bx, by) = sobel(a), sobel(b)
+        energy_a, energy_b = ax * ax + ay * ay, bx * bx + by * by
+        take_a = (_gaussian_blur(energy_a, sigma) > _gaussian_blur(energy_b, sigma)).to(a.dtype)
+        gx, gy = take_a * ax + (1 - take_a) * bx, take_a * ay + (1 - take_a) * by
+        wide_a, wide_b = _gaussian_blur(energy_a, sigma_weight), _gaussian_blur(energy_b, sigma_weight)
+        weight = wide_a / (wide_a + wide_b + 1e-6)
+        target = 0.5 * torch.maximum(a, b) + 0.5 * (weight * a + (1 - weight) * b)
+        return target, gx, gy
 
 
-def _intensity_and_structure(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The authors' intensity term and gradient-weighted SSIM term (inputs already channel means)."""
-    grad_a, grad_b = sobel_magnitude(a), sobel_magnitude(b)
-    intensity = 10 * F.l1_loss(fused, torch.maximum(a, b))
-    mean_a, mean_b = grad_a.mean(), grad_b.mean()
+def _weighted_ssim_term(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """The authors' SSIM term: ``10 * (1 - SSIM)`` with A and B weighted by their shares of the mean gradient."""
+    mean_a, mean_b = sobel_magnitude(a).mean(), sobel_magnitude(b).mean()
     weight_a = mean_a / (mean_a + mean_b)
-    structure = 10 * (1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)))
-    return intensity, structure
+    return 10 * (1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)))
 
 
-def edges_loss(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, sigma: float = 1.0) -> dict[str, torch.Tensor]:
-    """The three weighted terms of the direction-aware loss (module docstring) and their sum (``"total"``)."""
+def edges_loss(
+    a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, sigma: float = 1.0, sigma_weight: float = 3.0
+) -> dict[str, torch.Tensor]:
+    """The three weighted terms of the edges loss (module docstring) and their sum (``"total"``)."""
     a, b, fused = (t.mean(dim=1, keepdim=True) for t in (a, b, fused))
-    intensity, structure = _intensity_and_structure(a, b, fused)
-    gx, gy = decision_gradients(a, b, sigma)
+    target, gx, gy = edges_targets(a, b, sigma, sigma_weight)
     fx, fy = sobel(fused)
+    intensity = 10 * F.l1_loss(fused, target)
     gradient = 10 * (F.l1_loss(fx, gx) + F.l1_loss(fy, gy))
+    structure = _weighted_ssim_term(a, b, fused)
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "total": intensity + gradient + structure}
 
 

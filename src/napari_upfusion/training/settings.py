@@ -42,8 +42,8 @@ class TrainSettings:
     precision: str = "bf16"
     #: ``"authors"`` (their loss) or ``"edges"`` (its direction-aware gradient term); see :mod:`.loss`.
     loss: str = "authors"
-    #: Smoothing (pixels) of the gradient-energy decision of the ``edges`` loss.
-    edges_sigma: float = 1.0
+    #: Smoothing (pixels) of the ``edges`` loss's activities: gradient decision, intensity weights.
+    edges_sigmas: tuple[float, float] = (1.0, 3.0)
     #: Weights file whose tensors of matching name and shape start the run (the backbone excepted).
     init_from: str = ""
     #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
