@@ -177,3 +177,32 @@ def test_training_the_paper_config_without_clip_is_one_sentence(tmp_path, capsys
     assert not (tmp_path / "run").exists()
     assert main(["train", str(tmp_path / "run"), "--config", "nope"]) == 2
     assert "no model config named 'nope'" in capsys.readouterr().err
+
+
+def test_data_workers_give_the_same_stream_and_weights(tmp_path):
+    """--workers generates pairs in other processes; batch k is the same pairs, so training is identical."""
+    def run(out, workers):
+        assert main(["train", str(out), "--steps", "2", "--batch-size", "2", "--crop", "32", "--threads", "1",
+                     "--log-every", "1", "--workers", str(workers), "--anatomies", "mni152"]) == 0  # fmt: skip
+        return [json.loads(line)["total"] for line in (out / "history.jsonl").read_text().splitlines()]
+
+    assert run(tmp_path / "inline", 0) == run(tmp_path / "workers", 2)
+    first, second = (read_checkpoint_file(tmp_path / n / "upfusion_small.safetensors")[0] for n in ("inline", "workers"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_training_on_a_missing_gpu_is_one_sentence(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert main(["train", str(tmp_path / "run"), "--steps", "1", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA was requested but no CUDA GPU is available" in err and "Traceback" not in err
+
+
+def test_a_time_limit_ends_the_run_early_with_loadable_weights(tmp_path):
+    assert main(["train", str(tmp_path), "--steps", "50", "--batch-size", "1", "--crop", "32", "--threads", "1",
+                 "--log-every", "10", "--time-limit", "1", "--anatomies", "mni152"]) == 0  # fmt: skip
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    _, metadata = read_checkpoint_file(tmp_path / "upfusion_small.safetensors")
+    assert 1 <= history[-1]["step"] < 50 and int(metadata["steps"]) == history[-1]["step"]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == history[-1]["step"]

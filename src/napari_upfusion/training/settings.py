@@ -49,6 +49,12 @@ class TrainSettings:
     #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
     random_backbone: bool = False
     threads: int = 0
+    #: Where the network trains: ``cpu`` or ``cuda`` (``cuda:N``).
+    device: str = "cpu"
+    #: Processes that generate training pairs ahead of the network (0: in the training process).
+    workers: int = 0
+    #: Stop after this many seconds of training (0: no limit), saving the weights as at the last step.
+    time_limit: float = 0.0
     log_every: int = 50
     save_every: int = 500
     #: CLIP ViT-B/32 weights for a CLIP-conditioned config (default: found as ``find_clip_weights`` finds them).
