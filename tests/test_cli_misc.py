@@ -98,8 +98,9 @@ def test_every_command_takes_the_engine_flags_from_one_place():
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     expected = {
-        "fuse": {"model", "checkpoint", "device", "precision", "batch_size", "clip_weights", "compile"},
-        "batch": {"model", "device", "precision", "batch_size"},
+        "fuse": {"model", "checkpoint", "device", "precision", "batch_size", "clip_weights", "compile",
+                 "cpu_path"},
+        "batch": {"model", "device", "precision", "batch_size", "cpu_path"},
         "demo": {"model", "device", "precision"},
         "evaluate": {"device", "precision"},
         "bench": {"device", "batch_size"},  # its --precision, --compile and --checkpoint choose what to measure
@@ -109,9 +110,8 @@ def test_every_command_takes_the_engine_flags_from_one_place():
         shared = {a.dest for a in actions if a.dest in ENGINE_FLAGS and a.help == ENGINE_FLAGS[a.dest]["help"]}
         assert shared == flags, name
     args = commands["fuse"].parse_args(["a.nii", "b.nii", "-o", "f.nii", "--checkpoint", "w.pth", "--device", "cpu",
-                                        "--precision", "fp32", "--batch-size", "2", "--compile"])  # fmt: skip
+                                        "--precision", "fp32", "--batch-size", "2", "--compile", "--cpu-path", "eager"])  # fmt: skip
     options = engine_options(args)
-    assert (str(options.model), options.device, options.precision, options.batch_size, options.compile) == (
-        "w.pth", "cpu", "fp32", 2, True
-    )
+    assert (str(options.model), options.device, options.precision, options.batch_size, options.compile,
+            options.cpu_path) == ("w.pth", "cpu", "fp32", 2, True, "eager")  # fmt: skip
     assert commands["evaluate"].parse_args(["a", "b"]).device == "cpu"  # a command may change a default

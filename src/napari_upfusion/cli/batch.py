@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("manifest", metavar="MANIFEST", type=Path, help="CSV file listing the pairs")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
-    add_engine_options(parser, "model", "device", "precision", "batch_size")  # auto: CUDA where a worker has it
+    add_engine_options(parser, "model", "device", "precision", "batch_size", "cpu_path")  # auto: CUDA where a worker has it
     parser.add_argument("--axis", type=int, default=0, help="slicing axis of the volumes (default 0)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster of this scheduler "

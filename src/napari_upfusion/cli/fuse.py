@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--grey", action="store_true", help="write luminance only, even for colour inputs")
     p.add_argument("--window", help="CT window name (fusion, bone, brain, soft-tissue) or LEVEL,WIDTH in HU")
     p.add_argument("--register", action="store_true", help="rigidly register B to A first (mutual information)")
-    add_engine_options(p, "compile", "clip_weights")
+    add_engine_options(p, "compile", "cpu_path", "clip_weights")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p

@@ -3,7 +3,7 @@ progress bar.
 
 :func:`add_engine_options` adds the flags that choose and build the engine (``--model``,
 ``--checkpoint``, ``--device``, ``--precision``, ``--batch-size``, ``--clip-weights``,
-``--compile``) with one name, meaning and help text everywhere; a command names the ones
+``--compile``, ``--cpu-path``) with one name, meaning and help text everywhere; a command names the ones
 it takes and may change a default.  :func:`engine_options` reads them back as the
 engine's :class:`~napari_upfusion.engine.options.EngineOptions`.  Nothing here imports
 torch: ``upfusion --help`` must answer at once.
@@ -83,6 +83,12 @@ ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "batch_size": {"type": batch_size, "default": "auto", "help": "slices per batch (default: from free memory)"},
     "clip_weights": {"type": Path, "help": "CLIP ViT-B/32 weights file (paper model, new prompts)"},
     "compile": {"action": "store_true", "help": "torch.compile the network (pays on a GPU for long volumes)"},
+    "cpu_path": {
+        "default": "auto",
+        "choices": ["auto", "eager", "onnx"],
+        "help": "how the network runs on the CPU: auto (onnx unless bf16 or --compile is asked for), onnx (fp32 "
+        "through ONNX Runtime, exported once per slice size and cached), eager (PyTorch) (default: %(default)s)",
+    },
 }
 
 

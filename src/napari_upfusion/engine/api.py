@@ -41,6 +41,7 @@ from ..model.text.codes import PromptCode, prompt_code
 from ..model.text.prompts import default_prompt
 from ..model.upfusion import UPFusion
 from . import color as colour
+from .cpu_graph import GraphFuser, resolve_cpu_path
 from .geometry import match_grids
 from .image import ImageData, is_lazy_array
 from .intensity import apply_range, intensity_range
@@ -118,7 +119,10 @@ class FusionEngine:
     runs with a :class:`PrecisionWarning`, since UP-Fusion's channel rankings may
     change.  ``compile=True`` runs the fuser through ``torch.compile`` (compiled
     once per slice shape, kept between volumes; if compilation fails the engine
-    falls back to eager execution, once and for good, on both paths).
+    falls back to eager execution, once and for good, on both paths).  ``cpu_path``
+    (``"auto"``, ``"eager"``, ``"onnx"``) says how an UP-Fusion network runs on the CPU:
+    ``"auto"`` runs it in fp32 through ONNX Runtime (:mod:`.cpu_graph`) unless a reduced
+    precision or ``compile`` was asked for; ``cpu_path`` records the path that ran.
     """
 
     @takes_engine_options
@@ -141,7 +145,10 @@ class FusionEngine:
                 "checkpoint file; pick a model or give the path of a checkpoint."
             )
         validated = validated_precision(runtime_hints(self.fuser), self.device)
-        self.precision = resolve_precision(settings.precision, self.device, validated)
+        path = resolve_cpu_path(settings.cpu_path, self.fuser, self.device, settings.precision, settings.compile)
+        #: The fuser the runners call: the ONNX Runtime graph of the network on the CPU path "onnx", else the network.
+        self.graph = GraphFuser(self.fuser) if path == "onnx" else None
+        self.precision = "fp32" if self.graph is not None else resolve_precision(settings.precision, self.device, validated)
         note = None if settings.precision == "auto" else unvalidated_precision_note(
             self.precision, validated, self.device, f"The {self.model_name!r} model"
         )
@@ -184,7 +191,13 @@ class FusionEngine:
 
     def slice_runner(self) -> SliceRunner:
         """A :class:`~.runner.SliceRunner` for this engine's fuser, device, precision, batch size and compiled fuser."""
-        return SliceRunner(self.fuser, self.device, self.precision, self.batch_size, compiled=self.compiled)
+        fuser = self.graph if self.graph is not None else self.fuser
+        return SliceRunner(fuser, self.device, self.precision, self.batch_size, compiled=self.compiled)
+
+    @property
+    def cpu_path(self) -> str:
+        """The path the network runs: ``"onnx"`` while the ONNX Runtime graph works, else ``"eager"``."""
+        return "onnx" if self.graph is not None and self.graph.failed is None else "eager"
 
     def forget_compiled(self) -> None:
         """Stay eager from now on: called once a compiled fuser failed (each runner also drops it at once)."""
@@ -284,7 +297,7 @@ class FusionEngine:
         info = fusion_record(
             self, modalities, prompt, (img_a, img_b), started,
             batch_size=runner.batch_size_used, axis=axis, colormap=colormap, window=window, registered=register,
-            color_output=fused.ndim == ndim + 1, compiled=runner.compiled is not None,
+            color_output=fused.ndim == ndim + 1, compiled=runner.compiled is not None, cpu_path=self.cpu_path,
             **({} if part is None else {"slice": index}),
         )  # fmt: skip
         grid = img_a if part is None else img_a.slab(index, axis)
@@ -309,7 +322,7 @@ class FusionEngine:
         info = fusion_record(
             self, modalities, prompt, (img_a, img_b), started,
             batch_size=self.batch_size, axis=axis, colormap=None, window=window, registered=False,
-            color_output=False, compiled=self.compiled is not None,
+            color_output=False, compiled=self.compiled is not None, cpu_path=self.cpu_path,
             lazy=True, slab_slices=list(fused.chunks[axis]) if ndim == 3 else [1],
             intensity_ranges=[list(r) for r in ranges],
         )  # fmt: skip
@@ -389,7 +402,7 @@ def fuse(
         network a channel order it never saw in training: an experiment, recorded
         as ``prompt_trained: False``.  Default for ``small``: the pair's built-in
         prompt (it was trained with each of them and accepts only those).
-    model, device, precision, batch_size, clip_weights, compile
+    model, device, precision, batch_size, clip_weights, compile, cpu_path
         The engine options (:class:`~napari_upfusion.engine.options.EngineOptions`,
         where each is described): the fuser (``"small"`` bundled, ``"paper"``, a
         classical fuser, a checkpoint path or a loaded module) and where and how it
