@@ -64,13 +64,18 @@ def test_bench_prints_reference_and_fast_paths(capsys):
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["rows"]
-    assert report["hardware"] and len(rows) == 2
+    assert report["hardware"] and [r["path"] for r in rows] == ["eager", "onnx", "eager"]
     assert rows[0]["batch"] == 1 and rows[0]["streams"] == 1  # the reference: one slice at a time
     assert rows[0]["speedup"] == 1.0 and rows[0]["rel_l2"] == 0.0
-    assert rows[1]["rel_l2"] < 1e-5 and rows[1]["slices_per_s"] > 0
-    assert main(argv) == 0
+    assert all(r["rel_l2"] < 1e-5 and r["slices_per_s"] > 0 for r in rows[1:])
+    peak = rows[0]["matmul_peak"]
+    assert peak > 0 and all(r["matmul_peak"] == peak for r in rows)  # one peak, measured in the same run
+    assert all(r["gflops"] == pytest.approx(r["gflop_per_slice"] * r["slices_per_s"]) for r in rows)
+    assert all(r["peak_share"] == pytest.approx(r["gflops"] / peak) for r in rows)
+    assert main([*argv, "--cpu-path", "eager"]) == 0
     table = capsys.readouterr().out
-    assert "slices/s" in table and "x ref" in table and "hardware:" in table
+    assert "slices/s" in table and "x ref" in table and "of peak" in table and "hardware:" in table
+    assert "onnx" not in table and "matrix-multiply peak measured in this run" in table
 
 
 @pytest.mark.parametrize(

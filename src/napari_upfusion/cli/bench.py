@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_engine_options(p, "batch_size")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="both")
     p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="also measure torch.compile")
+    p.add_argument("--cpu-path", choices=["eager", "onnx", "both"], default="both",
+                   help="on a CPU, the paths to measure: eager (PyTorch, each --precision), onnx (ONNX Runtime, fp32; "
+                   "exported or found in the cache before timing) (default: %(default)s)")
     p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
     p.add_argument("--repeat", type=whole_number("--repeat"), default=1, help="runs per row; the fastest counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -39,7 +42,7 @@ def _log(item) -> None:
     import sys
 
     text = item if isinstance(item, str) else (
-        f"measured {item.config} {item.precision} batch {item.batch}: {item.slices_per_s:.2f} slices/s"
+        f"measured {item.config} {item.path} {item.precision} batch {item.batch}: {item.slices_per_s:.2f} slices/s"
     )
     print(f"  {text}", file=sys.stderr)
 
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         repeat=args.repeat,
         cpu_reference=args.cpu_reference,
+        cpu_paths=("eager", "onnx") if args.cpu_path == "both" else (args.cpu_path,),
         log=None if args.json else _log,
     )
     device = resolve_device(args.device)
