@@ -312,10 +312,8 @@ def _open_graph(runner: SliceRunner, size: int, code: torch.Tensor) -> None:
     side = size + (-size) % runner.pad_multiple
     batch = runner.choose_batch(size, size)
     threads = max(1, torch.get_num_threads() // runner.streams_for(batch))
-    try:
+    with contextlib.suppress(Exception):  # the fuser reports a failure and falls back to eager on its first batch
         graph.session(((batch, 1, side, side), (batch, 1, side, side), (batch, code.shape[-1])), threads)
-    except Exception:  # noqa: BLE001 - the fuser reports the failure and falls back to eager on its first batch
-        pass
 
 
 def _cpu_reference(model: torch.nn.Module, a: np.ndarray, b: np.ndarray, code: torch.Tensor) -> np.ndarray:
