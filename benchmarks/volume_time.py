@@ -1,6 +1,7 @@
 """Wall time of ``upfusion fuse`` on a whole volume pair, file to file, as a user runs it.
 
-    python benchmarks/volume_time.py [--shape 180x256x256] [--model small] [--precision auto] [--json out.json]
+    python benchmarks/volume_time.py [--shape 180x256x256] [--model small] [--precision auto] [--cpu-path auto]
+                                     [--json out.json]
 
 The bundled MRI/PET sample (1 mm) is cropped or zero-padded to ``ZxYxX`` and
 written as two NIfTI files in a temporary folder; then ``upfusion fuse`` runs
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", default="180x256x256", help="ZxYxX of the volume pair (default 180x256x256)")
     parser.add_argument("--model", default="small")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--cpu-path", default="auto", choices=["auto", "eager", "onnx"])
     parser.add_argument("--json", type=Path, help="also write the row as JSON here")
     args = parser.parse_args(argv)
     shape = tuple(int(n) for n in args.shape.lower().split("x"))
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             paths.append(path)
         out = Path(tmp) / "fused.nii.gz"
         command = [sys.executable, "-m", "napari_upfusion.cli", "fuse", str(paths[0]), str(paths[1]), "-o", str(out),
-                   "--modalities", "MRI", "PET", "--model", args.model, "--precision", args.precision, "-q"]  # fmt: skip
+                   "--modalities", "MRI", "PET", "--model", args.model, "--precision", args.precision, "--cpu-path", args.cpu_path,
+                   "-q"]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "shape": "x".join(map(str, shape)),
         "model": args.model,
         "precision": args.precision,
+        "cpu_path": args.cpu_path,
         "seconds": round(seconds, 1),
         "slices_per_s": round(shape[0] / seconds, 2),
         "peak_host_mib": round(peak_mib),

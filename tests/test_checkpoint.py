@@ -159,8 +159,9 @@ def test_runtime_hints_travel_in_the_metadata_not_the_config(tmp_path, tiny_mode
     tiny_model.runtime = RuntimeHints(cpu_precision="bf16", cpu_streams=3)
     path = save_checkpoint(tiny_model, tmp_path / "hinted.safetensors")
     _, metadata = read_checkpoint_file(path)
-    assert json.loads(metadata["runtime"]) == {"cpu_precision": "bf16", "gpu_precision": "fp32", "cpu_streams": 3}
-    assert not {"cpu_precision", "gpu_precision", "cpu_streams"} & set(json.loads(metadata["config"]))
+    assert json.loads(metadata["runtime"]) == {"cpu_precision": "bf16", "gpu_precision": "fp32", "cpu_streams": 3,
+                                                "cpu_path": "onnx"}
+    assert not {"cpu_precision", "gpu_precision", "cpu_streams", "cpu_path"} & set(json.loads(metadata["config"]))
     loaded = load_model(path)
     assert loaded.runtime == tiny_model.runtime and loaded.config == tiny_model.config
 

@@ -109,8 +109,10 @@ def test_the_option_selects_the_path():
         get_engine("small", device="cpu", precision="bf16", cpu_path="onnx")
 
 
-def test_cpu_path_choices_and_refusals(tiny_model):
+def test_cpu_path_choices_and_refusals(tiny_model, paper_model):
     cpu = torch.device("cpu")
+    assert resolve_cpu_path("auto", paper_model, cpu, "auto", False) == "eager"  # its hints: rankings flip on real slices
+    assert resolve_cpu_path("onnx", paper_model, cpu, "auto", False) == "onnx"  # one option away
     assert resolve_cpu_path("auto", tiny_model, cpu, "auto", False) == "onnx"
     assert resolve_cpu_path("auto", tiny_model, cpu, "auto", True) == "eager"
     assert resolve_cpu_path("auto", tiny_model, torch.device("cuda"), "auto", False) == "eager"

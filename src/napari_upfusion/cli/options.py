@@ -86,8 +86,9 @@ ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "cpu_path": {
         "default": "auto",
         "choices": ["auto", "eager", "onnx"],
-        "help": "how the network runs on the CPU: auto (onnx unless bf16 or --compile is asked for), onnx (fp32 "
-        "through ONNX Runtime, exported once per slice size and cached), eager (PyTorch) (default: %(default)s)",
+        "help": "how the network runs on the CPU: onnx (fp32 through ONNX Runtime, exported once per slice size "
+        "and cached), eager (PyTorch), auto (onnx for small, eager for paper, eager with bf16 or --compile) "
+        "(default: %(default)s)",
     },
 }
 

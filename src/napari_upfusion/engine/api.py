@@ -121,7 +121,8 @@ class FusionEngine:
     once per slice shape, kept between volumes; if compilation fails the engine
     falls back to eager execution, once and for good, on both paths).  ``cpu_path``
     (``"auto"``, ``"eager"``, ``"onnx"``) says how an UP-Fusion network runs on the CPU:
-    ``"auto"`` runs it in fp32 through ONNX Runtime (:mod:`.cpu_graph`) unless a reduced
+    ``"onnx"`` in fp32 through ONNX Runtime (:mod:`.cpu_graph`), ``"auto"`` as its weights'
+    runtime hints say (``onnx`` for ``small``, ``eager`` for ``paper``) unless a reduced
     precision or ``compile`` was asked for; ``cpu_path`` records the path that ran.
     """
 

@@ -4,8 +4,9 @@ The eager network spends most of its CPU time in memory-bound chains at full res
 (LayerNorm, 1 x 1 expand, depth-wise 3 x 3, gating, 1 x 1 project); ONNX Runtime fuses and
 schedules them better.  Measured on a 2-core AMD EPYC (Zen 4) in one process (``upfusion
 bench``): the paper network 2.1x eager fp32 (0.51 of the fp32 matrix peak, relative L2
-1.9e-5 against eager fp32 on the golden inputs), the shipped ``small`` network 1.09x eager
-bf16 per stream at fp32 accuracy (relative L2 about 4e-7 against eager fp32).
+1.9e-5 against eager fp32 on the golden inputs), the shipped ``small`` network 1.05-1.09x
+eager bf16 at fp32 accuracy (relative L2 about 3e-7 against eager fp32).  ``cpu_path="auto"``
+follows the weights' runtime hints: ``onnx`` for ``small``, ``eager`` for ``paper`` (below).
 
 :class:`GraphFuser` is a drop-in slice fuser: ``fuser(a, b, text_code) -> fused`` with the
 network's own signature.  The first call for an input shape exports the network with the
@@ -79,13 +80,16 @@ def _versions() -> str:
 def resolve_cpu_path(cpu_path: str, fuser: nn.Module, device: torch.device, precision: str, compile: bool) -> str:
     """The CPU path an engine runs: ``"onnx"`` or ``"eager"``.
 
-    ``"auto"`` is ``"onnx"`` for an UP-Fusion network on the CPU at ``precision`` ``"auto"`` or
-    ``"fp32"`` without ``compile``, else ``"eager"`` (a GPU, a classical fuser, an explicit bf16,
-    ``torch.compile``).  An explicit ``"onnx"`` that cannot apply is an error.
+    ``"auto"`` is the ``cpu_path`` of the network's runtime hints (``"onnx"`` for ``small``,
+    ``"eager"`` for ``paper``; see :class:`~napari_upfusion.model.runtime.RuntimeHints`) where
+    ``"onnx"`` can apply: an UP-Fusion network on the CPU at ``precision`` ``"auto"`` or
+    ``"fp32"`` without ``compile``; else ``"eager"`` (a GPU, a classical fuser, an explicit
+    bf16, ``torch.compile``).  An explicit ``"onnx"`` that cannot apply is an error.
     """
     if cpu_path not in CPU_PATHS:
         raise UPFusionError(f"Unknown CPU path {cpu_path!r}; use 'auto', 'eager' or 'onnx'.")
-    if cpu_path == "eager":
+    hints = getattr(fuser, "runtime", None)
+    if cpu_path == "eager" or (cpu_path == "auto" and hints is not None and hints.cpu_path == "eager"):
         return "eager"
     reasons = []
     if device.type != "cpu":

@@ -57,13 +57,13 @@ class EngineOptions:
         if compilation fails.  It pays for long volumes on a GPU; on the CPU it measured
         no faster in fp32 (``upfusion bench``).
     cpu_path
-        How an UP-Fusion network runs on the CPU: ``"auto"`` (the default) is ``"onnx"`` on
-        the CPU at precision ``"auto"`` or ``"fp32"`` without ``compile``, else ``"eager"``;
-        ``"onnx"`` runs the network in fp32 through ONNX Runtime, exported once per slice
-        shape and cached in the user cache (:mod:`~napari_upfusion.engine.cpu_graph`; falls
-        back to eager with one log line if export fails); ``"eager"`` runs PyTorch as is.
-        Measured on a 2-core CPU, ONNX is 2.1x eager fp32 for ``paper`` and 1.09x eager bf16
-        for ``small`` at fp32 accuracy (``upfusion bench``).
+        How an UP-Fusion network runs on the CPU: ``"onnx"`` in fp32 through ONNX Runtime,
+        exported once per slice shape and cached in the user cache
+        (:mod:`~napari_upfusion.engine.cpu_graph`; falls back to eager with one log line if
+        export fails); ``"eager"``: PyTorch as is; ``"auto"`` (the default): what the
+        weights' runtime hints say, ``onnx`` for ``small`` (fp32 accuracy at bf16 speed),
+        ``eager`` for ``paper`` (the graph's arithmetic order flips channel rankings on some
+        real slices), and ``eager`` wherever ``onnx`` cannot apply (a GPU, bf16, ``compile``).
     """
 
     model: str | os.PathLike[str] | nn.Module = "small"
