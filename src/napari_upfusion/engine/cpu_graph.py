@@ -1,12 +1,13 @@
 """UP-Fusion on the CPU through ONNX Runtime: the network exported once per input shape, cached on disk.
 
-The eager network spends most of its CPU time in memory-bound chains at full resolution
+The eager network spends much of its CPU time in memory-bound chains at full resolution
 (LayerNorm, 1 x 1 expand, depth-wise 3 x 3, gating, 1 x 1 project); ONNX Runtime fuses and
-schedules them better.  Measured on a 2-core AMD EPYC (Zen 4) in one process (``upfusion
-bench``): the paper network 2.1x eager fp32 (0.51 of the fp32 matrix peak, relative L2
-1.9e-5 against eager fp32 on the golden inputs), the shipped ``small`` network 1.05-1.09x
-eager bf16 at fp32 accuracy (relative L2 about 3e-7 against eager fp32).  ``cpu_path="auto"``
-follows the weights' runtime hints: ``onnx`` for ``small``, ``eager`` for ``paper`` (below).
+schedules some of them better.  Measured with ``upfusion bench`` on a shared 2-core AMD EPYC
+(Zen 4), fp32 matrix-multiply peak 199-203 GFLOP/s in the same runs: the paper network 0.47-0.51
+of that peak against eager fp32's 0.43-0.44 (1.06-1.16x) with 3x the memory; the shipped
+``small`` network 4.36 slices/s against eager bf16's 4.40 and eager fp32's 2.59, at fp32
+accuracy.  ``cpu_path="auto"`` follows the weights' runtime hints: ``onnx`` for ``small``,
+``eager`` for ``paper`` (see below).
 
 :class:`GraphFuser` is a drop-in slice fuser: ``fuser(a, b, text_code) -> fused`` with the
 network's own signature.  The first call for an input shape exports the network with the
