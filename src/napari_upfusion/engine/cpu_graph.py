@@ -3,8 +3,8 @@
 The eager network spends much of its CPU time in memory-bound chains at full resolution
 (LayerNorm, 1 x 1 expand, depth-wise 3 x 3, gating, 1 x 1 project); ONNX Runtime fuses and
 schedules some of them better.  Measured with ``upfusion bench`` on a shared 2-core AMD EPYC
-(Zen 4), fp32 matrix-multiply peak 199-203 GFLOP/s in the same runs: the paper network 0.47-0.51
-of that peak against eager fp32's 0.43-0.44 (1.06-1.16x) with 3x the memory; the shipped
+(Zen 4), fp32 matrix-multiply peak 190-203 GFLOP/s in the same runs: the paper network 0.47-0.54
+of that peak against eager fp32's 0.42-0.44 (1.06-1.3x) with 3x the memory; the shipped
 ``small`` network 4.36 slices/s against eager bf16's 4.40 and eager fp32's 2.59, at fp32
 accuracy.  ``cpu_path="auto"`` follows the weights' runtime hints: ``onnx`` for ``small``,
 ``eager`` for ``paper`` (see below).
