@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import rel_l2
 
-from napari_upfusion import get_engine
+from napari_upfusion.engine.api import FusionEngine
 from napari_upfusion.engine.cpu_graph import GraphFuser, graph_cache_dir, resolve_cpu_path
 from napari_upfusion.errors import UPFusionError
 from napari_upfusion.model import create_model, load_model
@@ -96,17 +96,17 @@ def test_a_failed_export_falls_back_to_eager_with_one_log_line(tiny_model, tmp_p
 def test_the_option_selects_the_path():
     rng = np.random.default_rng(0)
     a, b = rng.random((2, 30, 36), dtype=np.float32), rng.random((2, 30, 36), dtype=np.float32)
-    onnx = get_engine("small", device="cpu")  # auto: the ONNX path on the CPU, in fp32
-    eager = get_engine("small", device="cpu", cpu_path="eager", precision="fp32")
+    onnx = FusionEngine("small", device="cpu")  # auto: small's ONNX path on the CPU, in fp32 (a new engine)
+    eager = FusionEngine("small", device="cpu", cpu_path="eager", precision="fp32")
     fused = onnx.fuse(a, b, modalities=("MRI", "CT"))
     reference = eager.fuse(a, b, modalities=("MRI", "CT"))
     assert onnx.graph is not None and onnx.graph.exports == 1 and onnx.precision == "fp32"
     assert fused.info["cpu_path"] == "onnx" and reference.info["cpu_path"] == "eager" and eager.graph is None
     assert [p.name.split("-")[1] for p in graph_cache_dir().glob("*.onnx")] == ["1x1x32x40"]  # padded to 8
     assert rel_l2(fused.luma, reference.luma) <= TOL
-    assert get_engine("small", device="cpu", precision="bf16").graph is None  # auto keeps an explicit bf16 eager
+    assert FusionEngine("small", device="cpu", precision="bf16").graph is None  # auto keeps an explicit bf16 eager
     with pytest.raises(UPFusionError, match="fp32, not bf16"):
-        get_engine("small", device="cpu", precision="bf16", cpu_path="onnx")
+        FusionEngine("small", device="cpu", precision="bf16", cpu_path="onnx")
 
 
 def test_cpu_path_choices_and_refusals(tiny_model, paper_model):

@@ -301,7 +301,9 @@ def test_auto_precision_follows_the_models_validated_choice(small, tiny_config):
     from napari_upfusion.model import config_runtime, create_model
 
     assert config_runtime("small").cpu_precision == "bf16" and config_runtime("paper").cpu_precision == "fp32"
-    assert FusionEngine(small, device="cpu").precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    eager = FusionEngine(small, device="cpu", cpu_path="eager")
+    assert eager.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert FusionEngine(small, device="cpu").precision == "fp32"  # its default CPU path: ONNX Runtime, in fp32
     assert FusionEngine(create_model(tiny_config), device="cpu").precision == "fp32"  # not validated: fp32
     assert FusionEngine("average", device="cpu").precision == "fp32"
     assert FusionEngine(small, device="cpu", precision="fp32").precision == "fp32"
