@@ -2,7 +2,9 @@
 
 Every part of the package that depends on a file's format asks here: reading and
 writing (:mod:`.api`), the napari reader's file types (those with physical geometry),
-the output names of a batch (a derived image keeps its input's format family).
+the output names of a batch (a derived image keeps its input's format family), and the
+checks of an output before any work (:func:`~napari_upfusion.engine.validate.check_output`
+asks :func:`output_format` and the format's ``accepts``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,18 @@ from pathlib import Path
 from ...errors import InputError
 from ..image import ImageData
 from . import nifti, plain, sitk
+from .header import ImageHeader
 
-__all__ = ["FORMATS", "SUPPORTED_EXTENSIONS", "Format", "extension", "format_of", "is_dicom_file"]
+__all__ = [
+    "FORMATS",
+    "SUPPORTED_EXTENSIONS",
+    "Format",
+    "extension",
+    "format_of",
+    "is_dicom_file",
+    "output_format",
+    "writable_extensions",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,10 @@ class Format:
     first); ``geometry`` says whether the format keeps physical spacing, origin and
     direction; ``output_extension`` is the extension an image derived from a file of
     this format is written with (DICOM, which is read only, gives NIfTI).
+    ``header(path)`` reads what a file declares (shape, colour, data type) without
+    its pixels, and refuses what the reader would refuse (``None``: the reader itself
+    is the only check); ``accepts(shape, rgb, path)`` refuses, in the writer's own
+    words, an image the format cannot hold (``None``: it holds any 2-D or 3-D image).
     """
 
     name: str
@@ -37,12 +53,16 @@ class Format:
     geometry: bool
     output_extension: str
     stream: Callable[[ImageData, Path], None] | None = None
+    header: Callable[[Path], ImageHeader] | None = None
+    accepts: Callable[[tuple[int, ...], bool, Path], None] | None = None
 
 
 def _plain(name: str, extensions: tuple[str, ...], output: str) -> Format:
     read = functools.partial(plain.read_plain, fmt=name)
     write = functools.partial(plain.write_plain, fmt=name)
-    return Format(name, extensions, read, write, geometry=False, output_extension=output)
+    header = functools.partial(plain.header_plain, fmt=name)
+    accepts = functools.partial(plain.check_plain_output, fmt=name)
+    return Format(name, extensions, read, write, False, output, header=header, accepts=accepts)
 
 
 #: Every format by name; the extensions are matched in lower case.
@@ -50,10 +70,11 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format(
-            "NIfTI", (".nii", ".nii.gz"), nifti.read_nifti, nifti.write_nifti, True, ".nii.gz", nifti.write_nifti_streamed
+            "NIfTI", (".nii", ".nii.gz"), nifti.read_nifti, nifti.write_nifti, True, ".nii.gz", nifti.write_nifti_streamed,
+            header=nifti.header_nifti, accepts=nifti.check_nifti_output,
         ),
-        Format("MetaImage", (".mha", ".mhd"), sitk.read_sitk, sitk.write_sitk, True, ".mha"),
-        Format("NRRD", (".nrrd", ".nhdr"), sitk.read_sitk, sitk.write_sitk, True, ".nrrd"),
+        Format("MetaImage", (".mha", ".mhd"), sitk.read_sitk, sitk.write_sitk, True, ".mha", header=sitk.header_sitk),
+        Format("NRRD", (".nrrd", ".nhdr"), sitk.read_sitk, sitk.write_sitk, True, ".nrrd", header=sitk.header_sitk),
         Format("DICOM", (".dcm",), sitk.read_sitk, None, True, ".nii.gz"),
         _plain("PNG", (".png",), ".png"),
         _plain("TIFF", (".tif", ".tiff"), ".tif"),
@@ -80,6 +101,25 @@ def format_of(path: str | Path) -> Format:
         raise InputError(
             f"{Path(path).name} has an extension this tool does not know; use one of {known} (or a DICOM folder)."
         ) from None
+
+
+def writable_extensions() -> tuple[str, ...]:
+    """Every extension an image can be written with, in the order of :data:`FORMATS`."""
+    return tuple(ext for f in FORMATS.values() if f.write is not None for ext in f.extensions)
+
+
+def output_format(path: str | Path) -> Format:
+    """The format an output file is written in, from its extension: an unknown extension is refused with the
+    list of writable ones, a read-only format with the formats to use instead."""
+    found = _BY_EXTENSION.get(extension(path))
+    if found is None:
+        raise InputError(
+            f"{Path(path).name} has an extension this tool cannot write; use one of {', '.join(writable_extensions())}."
+        )
+    fmt = FORMATS[found]
+    if fmt.write is None:
+        raise InputError(f"Writing {fmt.name} is not supported; save {Path(path).name} as .nii.gz, .mha or .nrrd instead.")
+    return fmt
 
 
 def is_dicom_file(path: Path) -> bool:

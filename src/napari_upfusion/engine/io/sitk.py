@@ -1,46 +1,287 @@
 """MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``) and DICOM through SimpleITK, with spacing,
 origin and direction.
 
-A single DICOM file is a one-slice volume; a folder is read as the largest DICOM
-series in it.  DICOM is read only.
+A single DICOM file is a one-slice volume; a folder must hold one DICOM series.  DICOM is
+read only.  Reading checks what a careful viewer checks, from the headers first:
+
+* a folder with several series is refused with the list of them (never the larger one
+  silently);
+* the slices' positions (Image Position / Orientation Patient) decide the slice spacing:
+  all slices at one position, two slices at one position, different orientations or a
+  stack that is not along its normal (gantry tilt) are refused; a missing slice or an
+  otherwise non-uniform spacing is resampled onto a regular grid at the smallest spacing
+  (linear interpolation between neighbouring slices), with a warning
+  (:class:`~napari_upfusion.errors.InputWarning`), as 3D Slicer's acquisition geometry
+  regularisation does;
+* 3 or 4 values per voxel are colour only when they are 8- or 16-bit unsigned integers
+  or the file says so (this package marks the colour images it writes; NRRD's
+  ``RGB-color`` kind); other vector images (float displacement fields, an NRRD list axis)
+  are refused.
+
+SimpleITK's and GDCM's own warnings are switched off (:func:`simpleitk`): what they
+would print raw is checked here and said in one sentence.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ...errors import InputError
+import numpy as np
+
+from ...errors import InputError, InputWarning
+from ...utils.files import short_path
 from ..image import ImageData
+from .header import ImageHeader
 from .staging import stored_dtype
 
-__all__ = ["read_dicom_series", "read_sitk", "write_sitk"]
+__all__ = ["COLOUR_KEY", "header_dicom", "header_sitk", "read_dicom_series", "read_sitk", "simpleitk", "write_sitk"]
+
+#: Metadata key this package writes into MetaImage and NRRD files that hold colour (RGB or RGBA).
+COLOUR_KEY = "upfusion_colour"
+_POSITION, _ORIENTATION = "0020|0032", "0020|0037"
+_POSITION_TOL = 0.01  # mm: how far slice positions may stray from a regular, straight stack
+
+
+@functools.cache
+def simpleitk() -> Any:
+    """The SimpleITK module, with its global warning display (ITK's and GDCM's raw messages on stderr) off."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
+def _dtype(sitk: Any, pixel_id: int) -> tuple[np.dtype, bool]:
+    """The numpy dtype of one component of SimpleITK pixel type ``pixel_id``, and whether it is a vector type."""
+    names = ("UInt8", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64")
+    for name in names:
+        if pixel_id == getattr(sitk, f"sitk{name}"):
+            return np.dtype(name.lower()), False
+        if pixel_id == getattr(sitk, f"sitkVector{name}"):
+            return np.dtype(name.lower()), True
+    raise InputError(f"Pixels of type {sitk.GetPixelIDValueAsString(pixel_id)} are not supported; give grey or RGB images.")
+
+
+def _is_colour(reader: Any, components: int, dtype: np.dtype) -> bool:
+    """Whether ``components`` values per voxel are colour: unsigned 8/16-bit, or marked as colour by the file."""
+    if components == 1:
+        return False
+    keys = set(reader.GetMetaDataKeys())
+    marked = (COLOUR_KEY in keys) or any(
+        reader.GetMetaData(k).strip().lower() in ("rgb-color", "rgba-color") for k in keys if k.startswith("NRRD_kinds")
+    )
+    return components in (3, 4) and (dtype in (np.uint8, np.uint16) or marked)
+
+
+def _information(path: Path | str) -> Any:
+    sitk = simpleitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
+def header_sitk(path: Path) -> ImageHeader:
+    """What a MetaImage, NRRD or single DICOM file declares (SimpleITK reads the header only)."""
+    return _header_of(path, _information(path), "MetaImage/NRRD/DICOM")
+
+
+def _header_of(path: Path, reader: Any, fmt: str, slices: int | None = None) -> ImageHeader:
+    sitk = simpleitk()
+    dimension = reader.GetDimension()
+    size = list(reader.GetSize())
+    while dimension > 3 and size[-1] == 1:
+        size.pop()
+        dimension -= 1
+    if dimension not in (2, 3):
+        raise InputError(f"Only 2-D and 3-D images are supported, but {Path(path).name} is {dimension}-D.")
+    if slices is not None:
+        size = size[:2] + [slices]
+    components = reader.GetNumberOfComponents()
+    dtype, _ = _dtype(sitk, reader.GetPixelID())
+    rgb = _is_colour(reader, components, dtype)
+    if components > 1 and not rgb:
+        raise InputError(
+            f"{Path(path).name} holds {components} {dtype.name} values per voxel: a vector image, not RGB colour "
+            "(colour files hold 8- or 16-bit values or are marked as colour); extract one component first, for "
+            "example with SimpleITK's VectorIndexSelectionCast."
+        )
+    shape = tuple(int(n) for n in reversed(size))
+    nbytes = int(np.prod(shape, dtype=np.float64)) * components * dtype.itemsize * 2  # ITK's buffer and numpy's copy
+    return ImageHeader(shape, rgb, dtype, nbytes, fmt)
 
 
 def read_sitk(path: Path | list[str]) -> ImageData:
-    import SimpleITK as sitk
-
+    sitk = simpleitk()
+    if not isinstance(path, list):
+        header_sitk(path)
     image = sitk.ReadImage(path if isinstance(path, list) else str(path))
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
     if image.GetDimension() not in (2, 3):
         raise InputError(f"Only 2-D and 3-D images are supported, but this one is {image.GetDimension()}-D.")
     return ImageData.from_sitk(image)
 
 
-def read_dicom_series(folder: Path) -> ImageData:
-    import SimpleITK as sitk
+# ---------------------------------------------------------------------- DICOM series
+@dataclass(frozen=True)
+class _Series:
+    """One DICOM series of a folder, its files sorted along the slice normal, and how to make it regular."""
 
-    reader = sitk.ImageSeriesReader
-    series = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in reader.GetGDCMSeriesIDs(str(folder))}
-    if not series:
+    uid: str
+    files: tuple[str, ...]
+    positions: np.ndarray | None  # each slice's distance along the normal (mm), None without position tags
+    spacing: float | None  # the regular spacing to resample to, None when the slices are regular already
+    reader: Any  # header of the first file
+
+    @property
+    def slices(self) -> int:
+        if self.spacing is None or self.positions is None:
+            return len(self.files)
+        return round(float(self.positions[-1] - self.positions[0]) / self.spacing) + 1
+
+
+def _numbers(reader: Any, tag: str, count: int) -> np.ndarray | None:
+    if not reader.HasMetaDataKey(tag):
+        return None
+    try:
+        values = np.array([float(v) for v in reader.GetMetaData(tag).split("\\")])
+    except ValueError:
+        return None
+    return values if values.shape == (count,) and np.all(np.isfinite(values)) else None
+
+
+def _series_list(folder: Path) -> dict[str, tuple[str, ...]]:
+    reader = simpleitk().ImageSeriesReader
+    return {uid: tuple(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in reader.GetGDCMSeriesIDs(str(folder))}
+
+
+def _describe_series(uid: str, files: tuple[str, ...]) -> str:
+    reader = _information(files[0])
+    name = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
+    return f"{uid} ({f'{name!r}, ' if name else ''}{len(files)} file{'s' if len(files) > 1 else ''})"
+
+
+def _series(folder: Path, warn: bool = True) -> _Series:
+    """The one series of ``folder``, checked and planned (see the module docstring); ``warn`` says (as an
+    :class:`~napari_upfusion.errors.InputWarning`) when it will be resampled."""
+    found = _series_list(folder)
+    where = short_path(folder)
+    if not found:
+        raise InputError(f"The folder {where} holds no DICOM series; choose a folder of DICOM slices or an image file.")
+    if len(found) > 1:
+        listed = "; ".join(_describe_series(uid, files) for uid, files in sorted(found.items()))
         raise InputError(
-            f"The folder {folder} holds no DICOM series; choose a folder of DICOM slices or an image file."
+            f"The folder {where} holds {len(found)} DICOM series ({listed}); put each series in a folder of its own "
+            "and give that folder."
         )
-    uid = max(series, key=lambda key: len(series[key]))
-    image = read_sitk(list(series[uid]))
-    image.metadata.update(dicom_series_uid=uid, dicom_series_in_folder=len(series))
+    uid, files = next(iter(found.items()))
+    readers = [_information(f) for f in files]
+    first = readers[0]
+    geometry = [(_numbers(r, _POSITION, 3), _numbers(r, _ORIENTATION, 6)) for r in readers]
+    if len(files) == 1 or any(p is None or o is None for p, o in geometry):
+        return _Series(uid, files, None, None, first)
+    orientations = np.array([o for _, o in geometry])
+    if np.abs(orientations - orientations[0]).max() > 1e-4:
+        raise InputError(
+            f"The slices of the DICOM series in {where} have different orientations (Image Orientation Patient), so "
+            "they do not form one volume; check the series."
+        )
+    row, col = orientations[0][:3], orientations[0][3:]
+    normal = np.cross(row, col)
+    positions = np.array([p for p, _ in geometry])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along, positions = along[order], positions[order]
+    files = tuple(files[i] for i in order)
+    steps = np.diff(along)
+    if np.ptp(along) < 1e-3:
+        raise InputError(
+            f"The DICOM series in {where} has all its {len(files)} slices at one position, so it has no slice "
+            "spacing; it may be separate images rather than a volume: give one of its files, or fix the series."
+        )
+    if steps.min() < 1e-3:
+        k = int(np.argmin(steps))
+        raise InputError(
+            f"The DICOM series in {where} has two slices at the same position ({along[k]:.2f} mm along the normal); "
+            "it may mix two acquisitions: keep one of them in the folder."
+        )
+    offsets = positions - positions[0] - np.outer(along - along[0], normal)
+    if np.abs(offsets).max() > _POSITION_TOL:
+        raise InputError(
+            f"The slices of the DICOM series in {where} are not stacked along their normal (a tilted gantry?), so "
+            "they do not form a regular volume; resample the series first (3D Slicer corrects gantry tilt)."
+        )
+    spacing = float(steps.min())
+    if steps.max() - spacing <= max(_POSITION_TOL, 0.01 * spacing):
+        return _Series(uid, files, along, None, first)
+    regular = _Series(uid, files, along, spacing, first)
+    if regular.slices > 4 * len(files):
+        raise InputError(
+            f"The slice spacing of the DICOM series in {where} is too irregular ({spacing:.3g} to {steps.max():.3g} "
+            "mm) to be resampled onto one regular grid; check the series."
+        )
+    if not warn:
+        return regular
+    gap = "a slice may be missing" if np.all(np.abs(steps / spacing - np.round(steps / spacing)) < 0.01) else "uneven"
+    warnings.warn(
+        f"The DICOM series in {where} has non-uniform slice spacing ({spacing:.3g} to {steps.max():.3g} mm; {gap}), "
+        f"so it was resampled onto a regular grid of {spacing:.3g} mm along the slices (linear interpolation), as "
+        "3D Slicer's acquisition geometry regularisation does.",
+        InputWarning,
+        stacklevel=4,
+    )
+    return regular
+
+
+def header_dicom(path: Path) -> ImageHeader:
+    """What a DICOM file or series folder declares, from the headers of its files (no pixel data)."""
+    if not path.is_dir():
+        return _header_of(path, _information(path), "DICOM")
+    series = _series(path, warn=False)
+    return _header_of(path, series.reader, "DICOM", slices=series.slices if len(series.files) > 1 else None)
+
+
+def _resampled(volume: Any, series: _Series) -> Any:
+    """``volume`` (the series read slice by slice) on a regular grid at ``series.spacing`` along the normal."""
+    sitk = simpleitk()
+    data = sitk.GetArrayFromImage(volume).astype(np.float32)
+    along = series.positions
+    targets = along[0] + series.spacing * np.arange(series.slices)
+    below = np.clip(np.searchsorted(along, targets, side="right") - 1, 0, len(along) - 2)
+    weight = ((targets - along[below]) / (along[below + 1] - along[below])).astype(np.float32)
+    shape = (-1,) + (1,) * (data.ndim - 1)
+    regular = data[below] * (1 - weight).reshape(shape) + data[below + 1] * weight.reshape(shape)
+    image = sitk.GetImageFromArray(regular, isVector=volume.GetNumberOfComponentsPerPixel() > 1)
+    image.SetOrigin(volume.GetOrigin())
+    image.SetDirection(volume.GetDirection())
+    image.SetSpacing(volume.GetSpacing()[:2] + (series.spacing,))
+    return image
+
+
+def read_dicom_series(folder: Path) -> ImageData:
+    """The one DICOM series of ``folder`` as a volume, regular along its normal (see the module docstring)."""
+    sitk = simpleitk()
+    series = _series(folder)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(series.files))
+    volume = reader.Execute()
+    if series.spacing is not None:
+        volume = _resampled(volume, series)
+    if volume.GetDimension() not in (2, 3):
+        raise InputError(f"Only 2-D and 3-D images are supported, but this one is {volume.GetDimension()}-D.")
+    image = ImageData.from_sitk(volume)
+    image.metadata.update(dicom_series_uid=series.uid, dicom_series_in_folder=1)
     return image
 
 
 def write_sitk(image: ImageData, path: Path) -> None:
-    import SimpleITK as sitk
-
-    sitk.WriteImage(image.with_array(stored_dtype(image.array)).to_sitk(), str(path), True)
+    sitk = simpleitk()
+    out = image.with_array(stored_dtype(image.array)).to_sitk()
+    if image.rgb:  # float colour is not colour by convention: say so in the file
+        out.SetMetaData(COLOUR_KEY, "RGB" if image.array.shape[-1] == 3 else "RGBA")
+    sitk.WriteImage(out, str(path), True)
