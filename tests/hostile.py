@@ -96,3 +96,53 @@ def no_network(monkeypatch) -> Iterator[list[str]]:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     yield attempts
+
+
+def seed_files(folder: Path) -> dict[str, Path]:
+    """One small, valid file of every format the readers take, to be mutated by the fuzz tests and fuzz/."""
+    import imageio.v3 as iio
+    import SimpleITK as sitk
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    volume = (rng.random((5, 16, 12)) * 900).astype(np.int16)
+    files = {
+        "nii": nifti(folder / "seed.nii", volume.T.copy()),
+        "nii.gz": nifti(folder / "seed.nii.gz", volume.T.copy()),
+    }
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing((0.5, 0.7, 2.0))
+    for ext in ("mha", "nrrd"):
+        sitk.WriteImage(image, str(folder / f"seed.{ext}"))
+        files[ext] = folder / f"seed.{ext}"
+    piece = sitk.GetImageFromArray(volume[0])
+    for tag, value in {"0008|0060": "CT", "0020|0032": "0\\0\\0", "0020|0037": "1\\0\\0\\0\\1\\0"}.items():
+        piece.SetMetaData(tag, value)
+    sitk.WriteImage(piece, str(folder / "seed.dcm"))
+    files["dcm"] = folder / "seed.dcm"
+    grey = (rng.random((16, 20)) * 255).astype(np.uint8)
+    iio.imwrite(folder / "seed.png", grey)
+    iio.imwrite(folder / "seed.jpg", grey)
+    tifffile.imwrite(folder / "seed.tif", volume.astype(np.uint16))
+    files.update(png=folder / "seed.png", jpg=folder / "seed.jpg", tif=folder / "seed.tif")
+    return files
+
+
+def seed_checkpoints(folder: Path, config) -> dict[str, Path]:
+    """A tiny network's weights in the project's safetensors format, in the authors' layout, and gzip-compressed."""
+    import gzip
+
+    import torch
+
+    from napari_upfusion.model import create_model, save_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = create_model(config).eval()
+    files = {"safetensors": save_checkpoint(model, folder / "seed.safetensors")}
+    torch.save({"AWF": {f"module.{k}": v for k, v in list(model.state_dict().items())[:6]}}, folder / "seed.pth")
+    files["pth"] = folder / "seed.pth"
+    (folder / "seed.pth.gz").write_bytes(gzip.compress(files["pth"].read_bytes()))
+    files["pth.gz"] = folder / "seed.pth.gz"
+    return files

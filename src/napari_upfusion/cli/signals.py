@@ -12,7 +12,10 @@ While a command runs (:func:`command_policy`):
   Ctrl-C and 143 for SIGTERM.
 * The package's own warnings (:class:`~napari_upfusion.errors.InputWarning`,
   :class:`~napari_upfusion.errors.PrecisionWarning`) are printed as
-  ``upfusion: warning: <sentence>``.
+  ``upfusion: warning: <sentence>``; the readers' own log lines (nibabel's "pixdim
+  should be positive", tifffile's, Pillow's) are not printed raw: what matters in them
+  is checked and said by the package (SimpleITK's and GDCM's are off for good, see
+  :func:`~napari_upfusion.engine.io.sitk.simpleitk`).
 * :func:`environment_sentence` puts what the environment can throw at a command (an
   out-of-memory, a library that cannot be loaded under a low ``ulimit -v``, an
   operating-system error) into one sentence.
@@ -23,6 +26,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -36,6 +40,8 @@ from ..utils.files import os_error_sentence
 __all__ = ["command_policy", "environment_sentence", "exit_status"]
 
 _OURS = (InputWarning, PrecisionWarning)
+#: Loggers of the libraries that read files, quietened below ERROR while a command runs.
+_READERS = ("nibabel", "tifffile", "PIL")
 
 
 def exit_status(stop: KeyboardInterrupt) -> int:
@@ -54,26 +60,38 @@ def _show(message, category, filename, lineno, file=None, line=None, *, previous
 def command_policy() -> Iterator[None]:
     """Signals become exceptions in the main thread and the package's warnings one line each, while the block runs;
     the previous handlers are put back afterwards (see the module docstring)."""
-    with warnings.catch_warnings():
-        warnings.showwarning = _show
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        received = []
+    loggers = {name: logging.getLogger(name) for name in _READERS}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show
+            yield from _signals_as_exceptions()
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
 
-        def handler(signum: int, frame) -> None:
-            received.append(signum)
-            if len(received) == 1:
-                raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-            if len(received) >= 3:  # pragma: no cover - the user insists: stop now
-                os._exit(128 + signum)
 
-        previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for number, old in previous.items():
-                signal.signal(number, old)
+def _signals_as_exceptions() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handler(signum: int, frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if len(received) >= 3:  # pragma: no cover - the user insists: stop now
+            os._exit(128 + signum)
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 def environment_sentence(error: BaseException) -> str:

@@ -2,7 +2,15 @@
 origin and direction.
 
 A single DICOM file is a one-slice volume; a folder must hold one DICOM series.  DICOM is
-read only.  Reading checks what a careful viewer checks, from the headers first:
+read only.  DICOM headers are read with pydicom first, large values left unread, so that
+a damaged or hostile file cannot make GDCM allocate gigabytes while it looks at it: a
+file that is not a DICOM image (no Rows, Columns or Pixel Data) is ignored in a folder and
+refused on its own, an image whose pixel data is shorter than its tags declare is refused,
+and only checked files reach SimpleITK, which reads the pixels.  Even so GDCM can take
+gigabytes to parse a damaged file that pydicom reads (found by fuzzing: a 1.2 kB file took
+1.4 GB), so it first reads the headers of every DICOM file in a child process whose address
+space is bounded (:data:`GDCM_PROBE_BYTES`); a file it cannot read there is refused.  Reading checks what a
+careful viewer checks, from the headers first:
 
 * a folder with several series is refused with the list of them (never the larger one
   silently);
@@ -25,6 +33,9 @@ would print raw is checked here and said in one sentence.
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +49,27 @@ from ..image import ImageData
 from .header import ImageHeader
 from .staging import stored_dtype
 
-__all__ = ["COLOUR_KEY", "header_dicom", "header_sitk", "read_dicom_series", "read_sitk", "simpleitk", "write_sitk"]
+__all__ = ["COLOUR_KEY", "GDCM_PROBE_BYTES", "header_dicom", "header_sitk", "read_dicom_series", "read_sitk", "simpleitk", "write_sitk"]
 
 #: Metadata key this package writes into MetaImage and NRRD files that hold colour (RGB or RGBA).
 COLOUR_KEY = "upfusion_colour"
-_POSITION, _ORIENTATION = "0020|0032", "0020|0037"
 _POSITION_TOL = 0.01  # mm: how far slice positions may stray from a regular, straight stack
+#: Address space of the child process in which GDCM first reads DICOM headers (1.5 GiB: 3 times what it needs).
+GDCM_PROBE_BYTES = 3 << 29
+_PROBE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
+import SimpleITK as sitk
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+for index, name in enumerate(sys.stdin.read().split("\\0")):
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(name)
+    try:
+        reader.ReadImageInformation()
+    except Exception:
+        print(index)
+        sys.exit(3)
+"""
 
 
 @functools.cache
@@ -75,6 +101,37 @@ def _is_colour(reader: Any, components: int, dtype: np.dtype) -> bool:
         reader.GetMetaData(k).strip().lower() in ("rgb-color", "rgba-color") for k in keys if k.startswith("NRRD_kinds")
     )
     return components in (3, 4) and (dtype in (np.uint8, np.uint16) or marked)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> int | None:
+    """The index of the first of ``paths`` whose header GDCM cannot read within :data:`GDCM_PROBE_BYTES` of address
+    space in a child process (``None``: all can); kept per file sizes and times (``stamps``)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(GDCM_PROBE_BYTES)], input="\0".join(paths), capture_output=True,
+            text=True, timeout=600, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # no child process here: read in this process, as before
+        return None
+    if done.returncode == 0:
+        return None
+    found = done.stdout.strip()
+    return int(found) if found.isdigit() else 0
+
+
+def _checked_by_gdcm(paths: list[str] | tuple[str, ...]) -> None:
+    """Refuse, in one sentence, the first of ``paths`` that GDCM cannot read in bounded memory (see the module
+    docstring); on systems without ``resource`` limits nothing is probed."""
+    if os.name != "posix":  # pragma: no cover - no address-space limit to set
+        return
+    stamps = tuple((st.st_size, st.st_mtime_ns) for st in map(os.stat, paths))
+    bad = _probe(tuple(str(p) for p in paths), stamps)
+    if bad is not None:
+        raise InputError(
+            f"{Path(paths[bad]).name} is not a readable DICOM image (GDCM cannot read its header, at least not "
+            f"within {GDCM_PROBE_BYTES / 2**30:.1f} GiB of memory); the file is damaged: copy it again."
+        )
 
 
 def _information(path: Path | str) -> Any:
@@ -145,25 +202,74 @@ class _Series:
         return round(float(self.positions[-1] - self.positions[0]) / self.spacing) + 1
 
 
-def _numbers(reader: Any, tag: str, count: int) -> np.ndarray | None:
-    if not reader.HasMetaDataKey(tag):
-        return None
+@dataclass(frozen=True)
+class _DicomFile:
+    """What pydicom read of one DICOM image file's tags (pixel data and other large values left unread)."""
+
+    path: str
+    series: str
+    description: str
+    position: np.ndarray | None  # Image Position (Patient), mm
+    orientation: np.ndarray | None  # Image Orientation (Patient): row and column directions
+
+
+def _numbers(ds: Any, keyword: str, count: int) -> np.ndarray | None:
     try:
-        values = np.array([float(v) for v in reader.GetMetaData(tag).split("\\")])
-    except ValueError:
+        values = np.array([float(v) for v in ds.get(keyword)], dtype=float)
+    except (TypeError, ValueError):
         return None
     return values if values.shape == (count,) and np.all(np.isfinite(values)) else None
 
 
-def _series_list(folder: Path) -> dict[str, tuple[str, ...]]:
-    reader = simpleitk().ImageSeriesReader
-    return {uid: tuple(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in reader.GetGDCMSeriesIDs(str(folder))}
+def _dicom_file(path: Path | str) -> _DicomFile | None:
+    """The tags of a DICOM image file, or ``None`` for a file that is not one (another file in a series folder);
+    a DICOM image whose tags contradict each other or its length is refused in one sentence."""
+    import pydicom
+
+    with warnings.catch_warnings():  # pydicom's notes on odd files: what matters is said below
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(str(path), defer_size=4096, force=True)
+            pixels = ds.get_item(0x7FE00010)
+            rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+            bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
+            frames = int(ds.get("NumberOfFrames") or 1)
+            syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+            encapsulated = bool(getattr(syntax, "is_encapsulated", False))
+            series, description = str(ds.get("SeriesInstanceUID") or ""), str(ds.get("SeriesDescription") or "")
+            position, orientation = _numbers(ds, "ImagePositionPatient", 3), _numbers(ds, "ImageOrientationPatient", 6)
+        except Exception:  # noqa: BLE001 - whatever pydicom cannot read is not a DICOM image here
+            return None
+    if pixels is None or rows <= 0 or columns <= 0:
+        return None
+    name = Path(path).name
+    if not (rows <= 65535 and columns <= 65535 and bits in (1, 8, 16, 32, 64) and samples in (1, 3, 4)
+            and 1 <= frames <= 65535):  # fmt: skip
+        raise InputError(
+            f"The DICOM file {name} declares an image of {rows} x {columns} pixels, {frames} frame(s), {samples} "
+            f"sample(s) of {bits} bits, which no DICOM image has; the file is damaged."
+        )
+    needed = -(-rows * columns * frames * samples * bits // 8)
+    if not encapsulated and pixels.length != 0xFFFFFFFF and pixels.length < needed:
+        raise InputError(
+            f"The DICOM file {name} is truncated: its tags declare {needed:,} bytes of pixel data but it holds "
+            f"{pixels.length:,}; copy it again."
+        )
+    return _DicomFile(str(path), series, description, position, orientation)
 
 
-def _describe_series(uid: str, files: tuple[str, ...]) -> str:
-    reader = _information(files[0])
-    name = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
-    return f"{uid} ({f'{name!r}, ' if name else ''}{len(files)} file{'s' if len(files) > 1 else ''})"
+def _series_list(folder: Path) -> dict[str, list[_DicomFile]]:
+    """The DICOM images of ``folder`` by Series Instance UID (other files are ignored)."""
+    found: dict[str, list[_DicomFile]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (info := _dicom_file(path)) is not None:
+            found.setdefault(info.series, []).append(info)
+    return found
+
+
+def _describe_series(uid: str, files: list[_DicomFile]) -> str:
+    name = files[0].description.strip()
+    return f"{uid or 'no UID'} ({f'{name!r}, ' if name else ''}{len(files)} file{'s' if len(files) > 1 else ''})"
 
 
 def _series(folder: Path, warn: bool = True) -> _Series:
@@ -179,10 +285,11 @@ def _series(folder: Path, warn: bool = True) -> _Series:
             f"The folder {where} holds {len(found)} DICOM series ({listed}); put each series in a folder of its own "
             "and give that folder."
         )
-    uid, files = next(iter(found.items()))
-    readers = [_information(f) for f in files]
-    first = readers[0]
-    geometry = [(_numbers(r, _POSITION, 3), _numbers(r, _ORIENTATION, 6)) for r in readers]
+    uid, infos = next(iter(found.items()))
+    files = tuple(info.path for info in infos)
+    _checked_by_gdcm(files)
+    first = _information(files[0])  # a checked file: SimpleITK's view of its pixel type
+    geometry = [(info.position, info.orientation) for info in infos]
     if len(files) == 1 or any(p is None or o is None for p, o in geometry):
         return _Series(uid, files, None, None, first)
     orientations = np.array([o for _, o in geometry])
@@ -241,6 +348,12 @@ def _series(folder: Path, warn: bool = True) -> _Series:
 def header_dicom(path: Path) -> ImageHeader:
     """What a DICOM file or series folder declares, from the headers of its files (no pixel data)."""
     if not path.is_dir():
+        if _dicom_file(path) is None:
+            raise InputError(
+                f"{path.name} is not a DICOM image (pydicom finds no Rows, Columns and Pixel Data in it); give an "
+                "image file or a DICOM series folder."
+            )
+        _checked_by_gdcm([str(path)])
         return _header_of(path, _information(path), "DICOM")
     series = _series(path, warn=False)
     return _header_of(path, series.reader, "DICOM", slices=series.slices if len(series.files) > 1 else None)
