@@ -253,6 +253,14 @@ def test_float_vector_images_are_not_colour(tmp_path, components):
     assert read_image(tmp_path / "photo.mha").rgb
 
 
+def test_itk_prints_nothing_raw_for_a_broken_file(tmp_path, capfd):
+    """MetaIO writes "MetaImage: M_Read: Error parsing file" straight to stderr; only our sentence remains."""
+    (tmp_path / "broken.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 x\nElementType = MET_SHORT\n")
+    with pytest.raises(InputError, match=r"broken\.mha is not a readable MetaImage image"):
+        read_image(tmp_path / "broken.mha")
+    assert capfd.readouterr().err == ""
+
+
 def test_an_nrrd_list_axis_is_not_colour(tmp_path):
     values = (RNG.random((5, 6, 7, 3)) * 10).astype(np.float32)
     header = ("NRRD0004\ntype: float\ndimension: 4\nsizes: 3 7 6 5\nkinds: list domain domain domain\n"

@@ -52,6 +52,12 @@ def parse_window(text: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.preflight import check_file_fusion
+
+    settings = engine_options(args).as_kwargs()
+    window = parse_window(args.window)
+    check_file_fusion(args.a, args.b, args.output, overwrite=args.force, modalities=tuple(args.modalities),
+                      colormap=args.colormap, window=window, **settings)  # before PyTorch loads: at once  # fmt: skip
     from ..engine.api import fuse_files
 
     with slice_progress("fusing", args.quiet) as progress:
@@ -65,10 +71,10 @@ def run(args: argparse.Namespace) -> int:
             axis=args.axis,
             colormap=args.colormap,
             color_output=False if args.grey else None,
-            window=parse_window(args.window),
+            window=window,
             register=args.register,
             progress=progress,
-            **engine_options(args).as_kwargs(),
+            **settings,
         )
     info = result.info
     print(f"wrote {written} ({info['model']}, {info['device']}, {info['precision']}, {info['seconds']:.1f} s)")

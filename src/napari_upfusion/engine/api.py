@@ -50,9 +50,10 @@ from . import color as colour
 from .geometry import match_grids
 from .image import ImageData, is_lazy_array
 from .intensity import apply_range, intensity_range, window_range
-from .io import image_header, read_image, write_image
+from .io import read_image, write_image
 from .lazy import SlabFuser, as_lazy_image, fuse_slabs, lazy_ranges
 from .options import EngineOptions, takes_engine_options
+from .preflight import check_file_fusion
 from .provenance import FusionResult, fusion_record
 from .registry import available_fusers, build_fuser, uses_text
 from .runner import (
@@ -69,17 +70,14 @@ from .runner import (
 from .slicing import from_slices, to_slices
 from .validate import (
     as_image,
-    check_distinct_files,
     check_host_memory,
     check_lazy_pair,
     check_modalities,
     check_output,
     check_overlap,
     check_pair,
-    check_paths,
     check_result,
     check_slice_index,
-    path_kind,
     slice_axis,
 )
 
@@ -392,13 +390,12 @@ def fuse_files(
 ) -> tuple[FusionResult, Path]:
     """Fuse two image files (or DICOM folders) into one output file, checking everything that can be checked first.
 
-    Before the model is loaded or a pixel is read: no output is an input (:func:`~.validate.check_paths`:
-    ``a``, ``b``, a checkpoint or CLIP weights given by path, and ``inputs``), ``a`` and ``b`` are not
-    the same image (:func:`~.validate.check_distinct_files`), their headers are readable
-    (:func:`~.io.image_header`), the output can be written and its format holds a volume of
-    ``a``'s shape (:func:`~.validate.check_output`), and the fusion fits in free memory
-    (:func:`~.validate.check_host_memory`).  Once both images are read, and before the network
-    runs, the output is checked again knowing whether the result is in colour (NIfTI holds no colour).
+    Before the model is loaded or a pixel is read, :func:`~.preflight.check_file_fusion`: no output
+    is an input (``a``, ``b``, a checkpoint or CLIP weights given by path, and ``inputs``), ``a`` and
+    ``b`` are not the same image, their headers are readable, the output can be written and its
+    format holds a volume of ``a``'s shape, and the fusion fits in free memory.  Once both images
+    are read, and before the network runs, the output is checked again knowing whether the result
+    is in colour (NIfTI holds no colour).
     The output is written atomically (:func:`~.io.write_image`).
 
     Parameters
@@ -422,20 +419,9 @@ def fuse_files(
         The result and the path written.
     """
     settings = EngineOptions(**options)
-    named = [("the checkpoint", settings.model)] if isinstance(settings.model, (str, os.PathLike)) else []
-    named = [(label, p) for label, p in named if os.fspath(p) not in available_fusers() and path_kind(p) == "file"]
-    check_paths(
-        [("input a", a), ("input b", b), *named, ("the CLIP weights", settings.clip_weights), *inputs],
-        [("the output", output)],
-    )
-    check_distinct_files(a, b)
-    header_a, header_b = image_header(a), image_header(b)
-    check_output(output, shape=header_a.shape, overwrite=overwrite)
-    check_host_memory(header_a.shape, header_a.rgb or header_b.rgb or colormap is not None)
-    if window is not None:
-        window_range(window)
     modalities = (modalities[0].upper(), modalities[1].upper())
-    check_modalities(modalities)
+    check_file_fusion(a, b, output, overwrite=overwrite, modalities=modalities, colormap=colormap, window=window,
+                      inputs=inputs, **settings.as_kwargs())  # fmt: skip
     engine = get_engine(**settings.as_kwargs())
     image_a, image_b = read_image(a, modality=modalities[0]), read_image(b, modality=modalities[1])
 

@@ -18,6 +18,7 @@ from ...errors import InputError
 from ..image import ImageData
 from . import nifti, plain, sitk
 from .header import ImageHeader
+from .sitk import is_dicom_file
 
 __all__ = [
     "FORMATS",
@@ -121,8 +122,3 @@ def output_format(path: str | Path) -> Format:
         raise InputError(f"Writing {fmt.name} is not supported; save {Path(path).name} as .nii.gz, .mha or .nrrd instead.")
     return fmt
 
-
-def is_dicom_file(path: Path) -> bool:
-    """True if ``path`` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
-    with open(path, "rb") as handle:
-        return handle.read(132)[128:] == b"DICM"

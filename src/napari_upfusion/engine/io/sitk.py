@@ -7,9 +7,12 @@ a damaged or hostile file cannot make GDCM allocate gigabytes while it looks at 
 file that is not a DICOM image (no Rows, Columns or Pixel Data) is ignored in a folder and
 refused on its own, an image whose pixel data is shorter than its tags declare is refused,
 and only checked files reach SimpleITK, which reads the pixels.  Even so GDCM can take
-gigabytes to parse a damaged file that pydicom reads (found by fuzzing: a 1.2 kB file took
-1.4 GB), so it first reads the headers of every DICOM file in a child process whose address
-space is bounded (:data:`GDCM_PROBE_BYTES`); a file it cannot read there is refused.  Reading checks what a
+gigabytes and seconds to parse a damaged file that pydicom reads (found by fuzzing: 1.2 kB
+files that took 1.4 GB, or 0.9 GB and 6 s), so it first reads the headers of every DICOM file
+in a child process whose address space and CPU time are bounded (:data:`GDCM_PROBE_BYTES`,
+:data:`GDCM_PROBE_SECONDS`); a file it cannot read there is refused.  A MetaImage or NRRD
+header that declares more than :data:`MAX_DIMENSIONS` dimensions is refused before ITK reads
+it (MetaIO spends seconds on ``NDims = 999999996``).  Reading checks what a
 careful viewer checks, from the headers first:
 
 * a folder with several series is refused with the list of them (never the larger one
@@ -26,17 +29,23 @@ careful viewer checks, from the headers first:
   ``RGB-color`` kind); other vector images (float displacement fields, an NRRD list axis)
   are refused.
 
-SimpleITK's and GDCM's own warnings are switched off (:func:`simpleitk`): what they
-would print raw is checked here and said in one sentence.
+SimpleITK's and GDCM's own warnings are switched off (:func:`simpleitk`), and what ITK's
+MetaIO and NRRD readers print straight to the process's stderr while they read or write
+("MetaImage: M_Read: Error parsing file") is caught (:func:`_native_stderr_caught`): what
+they would say is checked here and said in one sentence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,16 +58,32 @@ from ..image import ImageData
 from .header import ImageHeader
 from .staging import stored_dtype
 
-__all__ = ["COLOUR_KEY", "GDCM_PROBE_BYTES", "header_dicom", "header_sitk", "read_dicom_series", "read_sitk", "simpleitk", "write_sitk"]
+__all__ = [
+    "COLOUR_KEY",
+    "GDCM_PROBE_BYTES",
+    "GDCM_PROBE_SECONDS",
+    "MAX_DIMENSIONS",
+    "header_dicom",
+    "header_sitk",
+    "is_dicom_file",
+    "read_dicom_series",
+    "read_sitk",
+    "simpleitk",
+    "write_sitk",
+]
 
 #: Metadata key this package writes into MetaImage and NRRD files that hold colour (RGB or RGBA).
 COLOUR_KEY = "upfusion_colour"
 _POSITION_TOL = 0.01  # mm: how far slice positions may stray from a regular, straight stack
-#: Address space of the child process in which GDCM first reads DICOM headers (1.5 GiB: 3 times what it needs).
-GDCM_PROBE_BYTES = 3 << 29
+#: Address space of the child process in which GDCM first reads DICOM headers: 640 MiB (1.5 times what it takes
+#: for a small file, libraries included) plus four times the largest file's size.
+GDCM_PROBE_BYTES = 640 << 20
+#: CPU seconds that child may take: 5, plus 0.05 per file.
+GDCM_PROBE_SECONDS = 5.0
 _PROBE = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
+resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[2]), int(sys.argv[2])))
 import SimpleITK as sitk
 sitk.ProcessObject.SetGlobalWarningDisplay(False)
 for index, name in enumerate(sys.stdin.read().split("\\0")):
@@ -105,11 +130,14 @@ def _is_colour(reader: Any, components: int, dtype: np.dtype) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _probe(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> int | None:
-    """The index of the first of ``paths`` whose header GDCM cannot read within :data:`GDCM_PROBE_BYTES` of address
-    space in a child process (``None``: all can); kept per file sizes and times (``stamps``)."""
+    """The index of the first of ``paths`` whose header GDCM cannot read in a child process within
+    :data:`GDCM_PROBE_BYTES` (plus four times the largest file) of address space and :data:`GDCM_PROBE_SECONDS`
+    of CPU (``None``: all can); kept per file sizes and times (``stamps``)."""
+    memory = GDCM_PROBE_BYTES + 4 * max(size for size, _ in stamps)
+    seconds = round(GDCM_PROBE_SECONDS + 0.05 * len(paths))
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(GDCM_PROBE_BYTES)], input="\0".join(paths), capture_output=True,
+            [sys.executable, "-c", _PROBE, str(memory), str(seconds)], input="\0".join(paths), capture_output=True,
             text=True, timeout=600, check=False,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):  # no child process here: read in this process, as before
@@ -130,20 +158,52 @@ def _checked_by_gdcm(paths: list[str] | tuple[str, ...]) -> None:
     if bad is not None:
         raise InputError(
             f"{Path(paths[bad]).name} is not a readable DICOM image (GDCM cannot read its header, at least not "
-            f"within {GDCM_PROBE_BYTES / 2**30:.1f} GiB of memory); the file is damaged: copy it again."
+            "within bounded memory and time); the file is damaged: copy it again."
         )
+
+
+@contextlib.contextmanager
+def _native_stderr_caught() -> Iterator[None]:
+    """While the block runs, what C++ code writes to file descriptor 2 goes to a temporary file that is dropped
+    (ITK's MetaIO and NRRD readers print their errors there; the exception that follows is what counts)."""
+    if os.name != "posix":  # pragma: no cover
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _information(path: Path | str) -> Any:
     sitk = simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    with _native_stderr_caught():
+        reader.ReadImageInformation()
     return reader
+
+
+#: The most dimensions a MetaImage or NRRD header may declare (a colour 3-D image with a time axis of one is 5).
+MAX_DIMENSIONS = 5
+_DIMENSION_KEYS = re.compile(rb"^\s*(?:NDims\s*=|dimension\s*:)\s*(\d+)", re.MULTILINE)
 
 
 def header_sitk(path: Path) -> ImageHeader:
     """What a MetaImage, NRRD or single DICOM file declares (SimpleITK reads the header only)."""
+    with open(path, "rb") as handle:
+        declared = _DIMENSION_KEYS.search(handle.read(1 << 16))
+    if declared is not None and not 2 <= int(declared.group(1)) <= MAX_DIMENSIONS:
+        raise InputError(
+            f"{Path(path).name} declares {int(declared.group(1))} dimensions; only 2-D and 3-D images are supported."
+        )
     return _header_of(path, _information(path), "MetaImage/NRRD/DICOM")
 
 
@@ -176,7 +236,8 @@ def read_sitk(path: Path | list[str]) -> ImageData:
     sitk = simpleitk()
     if not isinstance(path, list):
         header_sitk(path)
-    image = sitk.ReadImage(path if isinstance(path, list) else str(path))
+    with _native_stderr_caught():
+        image = sitk.ReadImage(path if isinstance(path, list) else str(path))
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() not in (2, 3):
@@ -234,15 +295,25 @@ def _dicom_file(path: Path | str) -> _DicomFile | None:
             rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
             bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
             frames = int(ds.get("NumberOfFrames") or 1)
-            syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+            meta = list(ds.file_meta) if hasattr(ds, "file_meta") else []  # every element converted: none damaged
+            syntax = ds.file_meta.get("TransferSyntaxUID") if meta else None
             encapsulated = bool(getattr(syntax, "is_encapsulated", False))
             series, description = str(ds.get("SeriesInstanceUID") or ""), str(ds.get("SeriesDescription") or "")
             position, orientation = _numbers(ds, "ImagePositionPatient", 3), _numbers(ds, "ImageOrientationPatient", 6)
-        except Exception:  # noqa: BLE001 - whatever pydicom cannot read is not a DICOM image here
+        except Exception:  # noqa: BLE001 - whatever pydicom cannot read is not a DICOM image here, or a damaged one
+            if is_dicom_file(path):
+                raise InputError(
+                    f"The DICOM file {Path(path).name} is damaged (its tags cannot be read); copy it again."
+                ) from None
             return None
     if pixels is None or rows <= 0 or columns <= 0:
         return None
     name = Path(path).name
+    if is_dicom_file(path) and not getattr(syntax, "is_transfer_syntax", False):
+        raise InputError(
+            f"The DICOM file {name} has a damaged file meta header (no valid Transfer Syntax UID), so how its pixels "
+            "are stored is unknown; copy it again."
+        )
     if not (rows <= 65535 and columns <= 65535 and bits in (1, 8, 16, 32, 64) and samples in (1, 3, 4)
             and 1 <= frames <= 65535):  # fmt: skip
         raise InputError(
@@ -256,6 +327,12 @@ def _dicom_file(path: Path | str) -> _DicomFile | None:
             f"{pixels.length:,}; copy it again."
         )
     return _DicomFile(str(path), series, description, position, orientation)
+
+
+def is_dicom_file(path: Path | str) -> bool:
+    """True if ``path`` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:] == b"DICM"
 
 
 def _series_list(folder: Path) -> dict[str, list[_DicomFile]]:
@@ -382,7 +459,8 @@ def read_dicom_series(folder: Path) -> ImageData:
     series = _series(folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series.files))
-    volume = reader.Execute()
+    with _native_stderr_caught():
+        volume = reader.Execute()
     if series.spacing is not None:
         volume = _resampled(volume, series)
     if volume.GetDimension() not in (2, 3):
@@ -397,4 +475,5 @@ def write_sitk(image: ImageData, path: Path) -> None:
     out = image.with_array(stored_dtype(image.array)).to_sitk()
     if image.rgb:  # float colour is not colour by convention: say so in the file
         out.SetMetaData(COLOUR_KEY, "RGB" if image.array.shape[-1] == 3 else "RGBA")
-    sitk.WriteImage(out, str(path), True)
+    with _native_stderr_caught():
+        sitk.WriteImage(out, str(path), True)
