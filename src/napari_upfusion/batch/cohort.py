@@ -37,7 +37,7 @@ pair is recorded with its reason (the one-sentence message of an
 batch goes on.  The JSON report :data:`REPORT_NAME` in the output folder is
 rewritten as pairs finish (at most every few seconds, and at the end or on
 interruption); an interrupted run is resumed by running it again.  One batch at
-a time may write into a folder (a lock file, ``.upfusion_batch.lock``, is held).
+a time may write into a folder (an exclusive ``flock`` of the folder itself is held, so no lock file is left).
 
 Where pairs run
 ---------------
@@ -100,7 +100,6 @@ __all__ = [
 
 #: The JSON report written into the output folder.
 REPORT_NAME = "upfusion_batch_report.json"
-LOCK_NAME = ".upfusion_batch.lock"
 REQUIRED_COLUMNS = ("a", "b", "modality_a", "modality_b")
 OPTIONAL_COLUMNS = ("prompt", "id")
 _REPORT_EVERY_S = 5.0
@@ -497,19 +496,20 @@ def _warm_worker(settings: EngineSettings, threads: int | None) -> str:
 # ---------------------------------------------------------------------- the batch
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder/.upfusion_batch.lock`` (released when the process ends, however)."""
+    """Hold an exclusive lock on ``folder`` itself (``flock`` of the folder; released when the process ends,
+    however), so that a batch leaves no lock file behind."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock
         yield
         return
     try:
-        handle = open(folder / LOCK_NAME, "a")  # noqa: SIM115 - closed below, after the lock is released
+        descriptor = os.open(folder, os.O_RDONLY)
     except OSError as error:
         raise InputError(os_error_sentence(error, folder)) from None
-    with handle:
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise UPFusionError(
                 f"Another upfusion batch is writing into {folder}; wait for it to end or choose another output folder."
@@ -517,7 +517,9 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_partials(pairs: Sequence[CohortPair]) -> int:

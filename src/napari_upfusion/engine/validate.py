@@ -28,6 +28,7 @@ Nothing here changes an input, and nothing here imports torch.
 from __future__ import annotations
 
 import errno
+import filecmp
 import os
 import warnings
 from collections.abc import Iterable
@@ -41,7 +42,6 @@ from ..modalities import MODALITIES
 from ..utils.files import (
     NAME_MAX,
     check_output_folder,
-    file_sha256,
     os_error_sentence,
     path_kind,
     short_path,
@@ -399,13 +399,12 @@ def check_distinct_files(
     a: str | os.PathLike[str], b: str | os.PathLike[str], what: str = "Inputs a and b"
 ) -> None:
     """Refuse the same image given twice as files: one path, one file (links), or two files with identical bytes
-    (sizes compared first, then SHA-256 sums)."""
+    (sizes compared first, then the bytes, block by block, up to the first difference)."""
     if _same_file(a, b):
         raise InputError(
             f"{what} are the same file ({short_path(a)} and {short_path(b)}); pick one image of each modality."
         )
-    same_size = path_kind(a) == "file" and path_kind(b) == "file" and os.path.getsize(a) == os.path.getsize(b)
-    if same_size and file_sha256(a) == file_sha256(b):
+    if path_kind(a) == "file" and path_kind(b) == "file" and filecmp.cmp(a, b, shallow=False):
         raise InputError(
             f"{what} have identical content ({short_path(a)} and {short_path(b)}), so they are the same image; "
             "pick one image of each modality."

@@ -282,6 +282,16 @@ def _numbers(ds: Any, keyword: str, count: int) -> np.ndarray | None:
     return values if values.shape == (count,) and np.all(np.isfinite(values)) else None
 
 
+def _length(element: Any) -> int | None:
+    """The length of a pydicom element as read (a raw element's declared length, a read value's size), or ``None``
+    for a value pydicom left unread."""
+    length = getattr(element, "length", None)
+    if length is not None:
+        return int(length)
+    value = getattr(element, "value", None)
+    return len(value) if isinstance(value, (bytes, bytearray)) else None
+
+
 def _dicom_file(path: Path | str) -> _DicomFile | None:
     """The tags of a DICOM image file, or ``None`` for a file that is not one (another file in a series folder);
     a DICOM image whose tags contradict each other or its length is refused in one sentence."""
@@ -321,10 +331,11 @@ def _dicom_file(path: Path | str) -> _DicomFile | None:
             f"sample(s) of {bits} bits, which no DICOM image has; the file is damaged."
         )
     needed = -(-rows * columns * frames * samples * bits // 8)
-    if not encapsulated and pixels.length != 0xFFFFFFFF and pixels.length < needed:
+    held = _length(pixels)
+    if not encapsulated and held is not None and held != 0xFFFFFFFF and held < needed:
         raise InputError(
             f"The DICOM file {name} is truncated: its tags declare {needed:,} bytes of pixel data but it holds "
-            f"{pixels.length:,}; copy it again."
+            f"{held:,}; copy it again."
         )
     return _DicomFile(str(path), series, description, position, orientation)
 

@@ -58,7 +58,16 @@ def _size(count: int) -> str:
 
 def _decompressed(path: Path, where: str, limit: int) -> tempfile.SpooledTemporaryFile:
     """The gzip file ``path`` decompressed into a temporary file (in memory while small), refused once it passes
-    ``limit`` bytes: nothing larger is ever written or held."""
+    ``limit`` bytes (at once when its trailer says so): nothing larger is ever written or held."""
+    refusal = CheckpointError(
+        f"The checkpoint {where} expands to more than {_size(limit)} when decompressed, more than any UP-Fusion "
+        "checkpoint holds, so it was refused (it may be a decompression bomb); give the uncompressed weights file "
+        "or another checkpoint."
+    )
+    with open(path, "rb") as handle:  # the trailer's size (modulo 4 GiB): an honest bomb is refused at once
+        handle.seek(max(0, path.stat().st_size - 4))
+        if int.from_bytes(handle.read(4), "little") > limit:
+            raise refusal
     sink = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - returned open, closed by the caller
     total = 0
     try:
@@ -66,11 +75,7 @@ def _decompressed(path: Path, where: str, limit: int) -> tempfile.SpooledTempora
             while block := source.read(_CHUNK):
                 total += len(block)
                 if total > limit:
-                    raise CheckpointError(
-                        f"The checkpoint {where} expands to more than {_size(limit)} when decompressed, more "
-                        "than any UP-Fusion checkpoint holds, so it was refused (it may be a decompression bomb); give "
-                        "the uncompressed weights file or another checkpoint."
-                    )
+                    raise refusal
                 sink.write(block)
     except BaseException:
         sink.close()
