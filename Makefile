@@ -5,8 +5,9 @@ PYTHON ?= python3
 # What the napari/Qt GUI tests need on a headless Debian/Ubuntu machine: a virtual X server
 # (Xvfb, xauth for xvfb-run), the libraries Qt's xcb platform plugin and QtGui load (the list
 # napari's and pytest-qt's CI notes give), and Mesa's software OpenGL for napari's canvas; and
-# mricron-data, whose Colin27 brain (BSD-3) the synthetic training pairs and their tests use.
-SYSTEM_PACKAGES := mricron-data xvfb xauth x11-utils \
+# mricron-data, whose Colin27 brain (BSD-3) the synthetic training pairs and their tests use; and
+# dicom3tools, whose dciodvfy checks the DICOM series the tests write (tests/test_dicom_out.py).
+SYSTEM_PACKAGES := mricron-data dicom3tools xvfb xauth x11-utils \
 	libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-randr0 libxcb-render-util0 \
 	libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libxkbcommon-x11-0 \
 	libegl1 libgl1 libglx-mesa0 libopengl0 libgl1-mesa-dri libdbus-1-3 libglib2.0-0 libfontconfig1

@@ -20,6 +20,7 @@ from napari_upfusion.batch.cohort import (
     run_cohort,
 )
 from napari_upfusion.cli import main
+from napari_upfusion.errors import InputError
 
 RNG = np.random.default_rng(3)
 AVERAGE = EngineSettings(model="average", device="cpu")
@@ -74,6 +75,10 @@ def test_output_names_keep_the_format_family():
     assert output_name("vis/0001.jpg") == "0001_fused.png"
     assert output_name("vis/0001.tiff") == "0001_fused.tif"
     assert output_name("dicom/series7") == "series7_fused.nii.gz"
+    assert output_name("dicom/series7", output_format="DICOM") == "series7_fused"  # a series folder
+    assert output_name("x/T1w.nii.gz", "s1", "dicom") == "s1_fused"
+    with pytest.raises(InputError, match="may only be 'dicom'"):
+        output_name("x/T1w.nii.gz", output_format="nifti")
 
 
 @pytest.mark.parametrize(

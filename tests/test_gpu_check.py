@@ -63,3 +63,22 @@ def test_a_step_stopped_at_its_limit_leaves_nothing_running(tmp_path, monkeypatc
         gpu_check._run_child(["bash", "-c", f"(sleep 2; touch {late}) & sleep 30"], log, 0.5)
     time.sleep(3)
     assert not late.exists()  # the grandchild was killed with its parent
+
+
+@pytest.mark.slow
+def test_train_gpu_dry_run_trains_and_returns_loadable_weights(tmp_path):
+    """benchmarks/train_gpu.sh's dry mode: 2 tiny CPU steps with data workers, every file the device brings back."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    run = subprocess.run(["bash", "benchmarks/train_gpu.sh", "--dry"], check=False, cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["history.jsonl", "nvidia-smi.txt", "train-log.txt", "upfusion_small.safetensors"]
+    from napari_upfusion.model import load_model
+    from napari_upfusion.model.checkpoint.io import read_checkpoint_file
+
+    model = load_model(out / "upfusion_small.safetensors")
+    assert model.config.name == "small" and (out / "upfusion_small.safetensors").stat().st_size < 16e6
+    recorded = json.loads(read_checkpoint_file(out / "upfusion_small.safetensors")[1]["training"])
+    assert recorded["loss"] == "edges" and recorded["workers"] == 2 and recorded["steps"] == 2

@@ -299,7 +299,7 @@ def test_failing_writer_leaves_nothing_and_keeps_the_old_file(tmp_path: Path, mo
         ("wide.png", np.full((4, 5), 70000, np.int32), False, "8 or 16-bit"),
         ("deep.png", np.full((4, 5, 3), 300, np.uint16), True, "only 8-bit"),
         ("hot.png", np.full((4, 5), 1.5), False, r"outside \[0, 1\]"),
-        ("series.dcm", np.zeros((4, 5), np.uint8), False, "Writing DICOM is not supported"),
+        ("series.dcm", np.zeros((4, 5), np.uint8), False, "format=.dicom. .--format dicom. instead of series.dcm"),
     ],
 )
 def test_data_a_format_cannot_hold_is_refused_and_nothing_is_left(

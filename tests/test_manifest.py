@@ -31,12 +31,15 @@ def test_manifest_declares_widget_reader_writer_and_samples() -> None:
     (reader,) = contributions.readers
     assert reader.accepts_directories
     assert {"*.nii", "*.nii.gz", "*.mha", "*.mhd", "*.nrrd", "*.dcm"} <= set(reader.filename_patterns)
-    (writer,) = contributions.writers
-    assert [t.value if hasattr(t, "value") else t for t in writer.layer_types] == ["image"]
+    writer, dicom = contributions.writers
+    for contribution in (writer, dicom):
+        assert [t.value if hasattr(t, "value") else t for t in contribution.layer_types] == ["image"]
     assert {".nii", ".nii.gz"} <= set(writer.filename_extensions)
+    assert dicom.filename_extensions == [] and "DICOM" in dicom.display_name  # a folder: npe2's writers of folders
     assert {s.key for s in contributions.sample_data} == {"brain_mri_pet", "infrared_visible"}
     commands = {c.id: c.python_name for c in contributions.commands}
-    for contribution in [*contributions.widgets, reader, writer, *contributions.sample_data]:
+    assert commands[dicom.command] == "napari_upfusion.plugin.writer:write_dicom_layer"
+    for contribution in [*contributions.widgets, reader, writer, dicom, *contributions.sample_data]:
         assert contribution.command in commands
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from napari_upfusion.model import bundled_weights, create_model, get_config, loa
 from napari_upfusion.model.checkpoint.io import read_checkpoint_file
 from napari_upfusion.model.text.prompts import DEFAULT_PROMPTS
 from napari_upfusion.training.loop import TrainSettings, _learning_rate, initialise_from, prompt_table_codes
-from napari_upfusion.training.loss import decision_loss, decision_targets, fusion_loss, sobel
+from napari_upfusion.training.loss import edges_loss, edges_targets, fusion_loss, sobel
 
 
 def _train(out, steps: int) -> int:
@@ -98,34 +99,40 @@ def _activity_pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def test_decision_targets_take_each_region_from_the_more_active_source():
+def test_edges_targets_take_each_region_from_the_more_active_source():
     a, b = _activity_pair(48)
-    target, gx, gy = decision_targets(a, b, sigma_target=1.0, sigma_gradient=1.0)
+    target, gx, gy = edges_targets(a, b, sigma=1.0, sigma_weight=1.0)
     left, right = (..., slice(3, -3), slice(3, 18)), (..., slice(3, -3), slice(30, 45))  # off the seam and border
-    assert torch.equal(target[left], a[left]) and torch.equal(target[right], b[right])
-    (ax, _), (_, by) = sobel(a), sobel(b)
-    assert torch.equal(gx[left], ax[left]) and torch.equal(gy[right], by[right])
-    # the pixel-wise maximum would take b's brighter flat level on the left instead of a's texture
-    assert not torch.equal(torch.maximum(a, b)[left], a[left])
+    (ax, ay), (bx, by) = sobel(a), sobel(b)
+    assert torch.equal(gx[left], ax[left]) and torch.equal(gy[left], ay[left])
+    assert torch.equal(gx[right], bx[right]) and torch.equal(gy[right], by[right])
+    # intensity: half the maximum, half the texture of the active source (a on the left, b on the right)
+    torch.testing.assert_close(target[left], (torch.maximum(a, b)[left] + a[left]) / 2, atol=1e-2, rtol=0)
+    torch.testing.assert_close(target[right], (torch.maximum(a, b)[right] + b[right]) / 2, atol=1e-2, rtol=0)
+    assert (target[left] - torch.maximum(a, b)[left]).abs().mean() > 0.02  # not the maximum's patchwork
 
 
-def test_decision_loss_prefers_its_target_to_the_pixelwise_maximum():
-    a, b = _activity_pair()
-    target, _, _ = decision_targets(a, b)
-    at_target, at_max = decision_loss(a, b, target), decision_loss(a, b, torch.maximum(a, b))
-    assert float(at_target["intensity"]) == 0 and float(at_target["ssim"]) < 1e-3
-    assert float(at_target["total"]) < 0.5 * float(at_max["total"])
-    assert float(fusion_loss(a, b, torch.maximum(a, b))["intensity"]) == 0  # the authors' loss wants the maximum
+def test_edges_loss_sees_the_direction_of_edges_that_the_authors_loss_does_not():
+    """Edges of the right strength but the opposite sign cost the authors' gradient term only at the zero-padded
+    border; the direction-aware term sees every one of them."""
+    x = torch.linspace(0, math.pi, 64)
+    a = (0.5 + 0.3 * torch.sin(3 * x)[None, :] * torch.sin(x)[:, None]).expand(1, 1, 64, 64).contiguous()
+    b = torch.full_like(a, 0.5)
+    right, flipped = a, 1 - a  # 1 - a: the same gradient magnitudes everywhere inside, opposite directions
+    authors = float(fusion_loss(a, b, flipped)["gradient"])
+    edges = [float(edges_loss(a, b, f)["gradient"]) for f in (right, flipped)]
+    assert edges[1] > 10 * authors and edges[0] < 0.05 * edges[1]
+    assert float(edges_loss(a, b, flipped)["ssim"]) == pytest.approx(float(fusion_loss(a, b, flipped)["ssim"]))
 
 
 def test_warm_start_copies_fitting_tensors_and_a_random_backbone_is_stored(tmp_path):
     """--init-from takes every tensor that fits except the backbone; --random-backbone keeps it in the file."""
     argv = ["train", str(tmp_path), "--steps", "1", "--batch-size", "1", "--crop", "32", "--threads", "1",
-            "--loss", "decision", "--init-from", "bundled", "--random-backbone", "--anatomies", "mni152"]  # fmt: skip
+            "--loss", "edges", "--init-from", "bundled", "--random-backbone", "--anatomies", "mni152"]  # fmt: skip
     assert main(argv) == 0
     content, metadata = read_checkpoint_file(tmp_path / "upfusion_small.safetensors")
     recorded = json.loads(metadata["training"])
-    assert recorded["loss"] == "decision" and recorded["random_backbone"] and recorded["anatomies"] == ["mni152"]
+    assert recorded["loss"] == "edges" and recorded["random_backbone"] and recorded["anatomies"] == ["mni152"]
     assert any(k.startswith("scpm.backbone.") for k in content)  # random: part of the weights
     model = create_model(dataclasses.replace(get_config("small"), backbone_weights=None))
     copied, skipped = initialise_from(model, bundled_weights("small"))
@@ -170,3 +177,32 @@ def test_training_the_paper_config_without_clip_is_one_sentence(tmp_path, capsys
     assert not (tmp_path / "run").exists()
     assert main(["train", str(tmp_path / "run"), "--config", "nope"]) == 2
     assert "no model config named 'nope'" in capsys.readouterr().err
+
+
+def test_data_workers_give_the_same_stream_and_weights(tmp_path):
+    """--workers generates pairs in other processes; batch k is the same pairs, so training is identical."""
+    def run(out, workers):
+        assert main(["train", str(out), "--steps", "2", "--batch-size", "2", "--crop", "32", "--threads", "1",
+                     "--log-every", "1", "--workers", str(workers), "--anatomies", "mni152"]) == 0  # fmt: skip
+        return [json.loads(line)["total"] for line in (out / "history.jsonl").read_text().splitlines()]
+
+    assert run(tmp_path / "inline", 0) == run(tmp_path / "workers", 2)
+    first, second = (read_checkpoint_file(tmp_path / n / "upfusion_small.safetensors")[0] for n in ("inline", "workers"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_training_on_a_missing_gpu_is_one_sentence(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert main(["train", str(tmp_path / "run"), "--steps", "1", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA was requested but no CUDA GPU is available" in err and "Traceback" not in err
+
+
+def test_a_time_limit_ends_the_run_early_with_loadable_weights(tmp_path):
+    assert main(["train", str(tmp_path), "--steps", "50", "--batch-size", "1", "--crop", "32", "--threads", "1",
+                 "--log-every", "10", "--time-limit", "1", "--anatomies", "mni152"]) == 0  # fmt: skip
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    _, metadata = read_checkpoint_file(tmp_path / "upfusion_small.safetensors")
+    assert 1 <= history[-1]["step"] < 50 and int(metadata["steps"]) == history[-1]["step"]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == history[-1]["step"]

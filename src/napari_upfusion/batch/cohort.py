@@ -20,9 +20,12 @@ One file per pair in the output folder: ``<id>_fused<ext>``, or
 ``<ext>`` keeps ``a``'s format family (:func:`output_name`): NIfTI and DICOM give
 ``.nii.gz``, MetaImage ``.mha``, NRRD ``.nrrd``, PNG and JPEG ``.png``, TIFF
 ``.tif``; a pair with a colour input whose family cannot hold colour (NIfTI, DICOM)
-gets ``.mha`` instead, which keeps the geometry and holds colour.  Two pairs that
-would write the same name, a name too long for the file system and an output that
-would overwrite an input are manifest problems.
+gets ``.mha`` instead, which keeps the geometry and holds colour.  With
+``output_format="dicom"`` (``--format dicom``) each output is instead a folder
+``<id or name>_fused`` holding a DICOM series, linked to ``a``'s series when ``a``
+is DICOM (see :mod:`napari_upfusion.engine.io.dicom`).  Two pairs that would write
+the same name, a name too long for the file system and an output that would
+overwrite an input are manifest problems.
 The fused image has ``a``'s grid and geometry (the engine resamples ``b``).
 
 Resuming
@@ -76,7 +79,7 @@ from typing import Any
 from .._version import __version__
 from ..engine.api import FusionEngine, fuse_files, get_engine
 from ..engine.io import image_header
-from ..engine.io.formats import FORMATS, extension, output_format
+from ..engine.io.formats import FORMATS, extension, format_named, format_of
 from ..engine.options import EngineOptions
 from ..engine.validate import check_paths, path_kind
 from ..errors import InputError, UPFusionError
@@ -127,6 +130,7 @@ class CohortPair:
     modalities: tuple[str, str]
     prompt: str | None
     output: Path
+    output_format: str | None = None  # None: the output's extension; else a folder format ("dicom")
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ COLOUR_EXTENSION = ".mha"
 def _holds_colour(suffix: str) -> bool:
     """Whether the format of extension ``suffix`` can hold a colour image (asked of the format registry)."""
     target = Path(f"x{suffix}")
-    fmt = output_format(target)
+    fmt = format_of(target)
     try:
         if fmt.accepts is not None:
             fmt.accepts((1, 1), True, target)
@@ -263,11 +267,14 @@ def _holds_colour(suffix: str) -> bool:
     return True
 
 
-def output_name(a: str | os.PathLike[str], id: str | None = None, colour: bool = False) -> str:
-    """The output file name of a pair: ``<id or a's name without extension>_fused<ext of a's family>``.
+def output_name(
+    a: str | os.PathLike[str], id: str | None = None, output_format: str | None = None, *, colour: bool = False
+) -> str:
+    """The output name of a pair: ``<id or a's name without extension>_fused<ext of a's family>``.
 
     ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``; a
-    ``colour`` result whose family cannot hold colour (NIfTI, DICOM) gives :data:`COLOUR_EXTENSION`.
+    ``colour`` result whose family cannot hold colour (NIfTI, DICOM) gives :data:`COLOUR_EXTENSION`;
+    ``output_format="dicom"``, a format written as a folder (the only other choice), gives no extension.
 
     Examples
     --------
@@ -277,9 +284,23 @@ def output_name(a: str | os.PathLike[str], id: str | None = None, colour: bool =
     'photo_fused.mha'
     """
     stem, extension = _stem_and_extension(a)
+    stem, extension = _stem_and_extension(a)
+    if _folder_format(output_format):
+        return f"{id or stem}_fused"
     if colour and not _holds_colour(extension):
         extension = COLOUR_EXTENSION
     return f"{id or stem}_fused{extension}"
+
+
+def _folder_format(output_format: str | None) -> str | None:
+    """``output_format`` checked: None, or the name of a format written as a folder (batch outputs are named by
+    their input's family otherwise)."""
+    if output_format is not None and not format_named(output_format).folder:
+        raise InputError(
+            f"A batch names its outputs after a's format family, so output_format may only be 'dicom', not "
+            f"{output_format!r}."
+        )
+    return output_format
 
 
 def _is_colour(*paths: Path) -> bool:
@@ -295,7 +316,7 @@ def _is_colour(*paths: Path) -> bool:
 
 
 def read_manifest(
-    manifest: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+    manifest: str | os.PathLike[str], out_dir: str | os.PathLike[str], output_format: str | None = None
 ) -> tuple[list[CohortPair], list[str]]:
     """Read and check a manifest (see the module docstring).
 
@@ -305,6 +326,8 @@ def read_manifest(
         The CSV file.
     out_dir
         The output folder, which the output paths are put in.
+    output_format
+        None, or ``"dicom"``: every output is a folder holding a DICOM series.
 
     Returns
     -------
@@ -320,6 +343,7 @@ def read_manifest(
     """
     manifest = Path(manifest).expanduser().absolute()
     out_dir = Path(out_dir).expanduser().absolute()
+    output_format = _folder_format(output_format)
     if not manifest.is_file():
         raise ManifestError([f"The manifest {manifest} does not exist; check the path."])
     try:
@@ -384,8 +408,8 @@ def read_manifest(
         if row_problems:
             continue
         a, b = (_resolve(cells[column], manifest.parent) for column in ("a", "b"))
-        colour = not _holds_colour(_stem_and_extension(a)[1]) and _is_colour(a, b)
-        name = output_name(a, pair_id or None, colour)
+        colour = not output_format and not _holds_colour(_stem_and_extension(a)[1]) and _is_colour(a, b)
+        name = output_name(a, pair_id or None, output_format, colour=colour)
         if len(os.fsencode(name)) > NAME_MAX:
             what = "a shorter id" if pair_id else "a short id (the name of its file a is too long)"
             problems.append(
@@ -402,6 +426,7 @@ def read_manifest(
                 modalities=(cells["modality_a"].upper(), cells["modality_b"].upper()),
                 prompt=cells.get("prompt") or None,
                 output=out_dir / name,
+                output_format=output_format,
             )
         )
     by_output: dict[Path, list[int]] = {}
@@ -473,7 +498,8 @@ def fuse_pair(pair: CohortPair, settings: EngineSettings, overwrite: bool = Fals
     try:
         options = {name: getattr(settings, name) for name in EngineOptions.names()}
         result, _ = fuse_files(pair.a, pair.b, pair.output, overwrite=overwrite, modalities=pair.modalities,
-                               prompt=pair.prompt, axis=settings.axis, **options)  # fmt: skip
+                               prompt=pair.prompt, axis=settings.axis, format=pair.output_format,
+                               **options)  # fmt: skip
         outcome.status, outcome.provenance = "done", json.loads(json.dumps(result.info, default=str))
     except UPFusionError as error:
         outcome.reason = str(error)
@@ -581,6 +607,7 @@ def run_cohort(
     force: bool = False,
     on_outcome: Callable[[PairOutcome, CohortReport], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    output_format: str | None = None,
 ) -> CohortReport:
     """Fuse every pair of ``manifest`` into ``out_dir``, skipping finished ones (see the module docstring).
 
@@ -604,6 +631,9 @@ def run_cohort(
     on_warning
         Called with each warning sentence (missing input files, ignored columns,
         staging folders removed) before the pairs run.
+    output_format
+        None (each output keeps ``a``'s format family) or ``"dicom"`` (each output is a
+        DICOM series folder).
 
     Returns
     -------
@@ -626,7 +656,7 @@ def run_cohort(
     out_dir = Path(out_dir).expanduser().absolute()
     if path_kind(out_dir) == "file":
         raise InputError(f"The output folder {out_dir} is a file; give a folder (it is created if needed).")
-    pairs, warnings = read_manifest(manifest, out_dir)
+    pairs, warnings = read_manifest(manifest, out_dir, output_format)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -641,7 +671,8 @@ def run_cohort(
         report = CohortReport(
             Path(manifest).expanduser().absolute(),
             out_dir,
-            {**dataclasses.asdict(settings), "force": force, "scheduler": scheduler, "local_workers": local_workers},
+            {**dataclasses.asdict(settings), "force": force, "scheduler": scheduler, "local_workers": local_workers,
+             "output_format": output_format},
             [PairOutcome(pair, "pending") for pair in pairs],
             warnings,
         )

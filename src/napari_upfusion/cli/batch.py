@@ -1,6 +1,6 @@
 """``upfusion batch MANIFEST --out DIR``: fuse every pair a CSV manifest lists, resumably.
 
-    upfusion batch cohort.csv --out fused/ [--model small] [--device auto]
+    upfusion batch cohort.csv --out fused/ [--model small] [--device auto] [--format dicom]
                    [--scheduler tcp://host:8786 | --local-workers N] [--force]
 
 No logic here beyond printing: see :mod:`napari_upfusion.batch.cohort` for the
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_engine_options, engine_options, whole_number
+from .options import add_engine_options, add_output_format, engine_options, output_format, whole_number
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Fuse the pairs listed in MANIFEST, a CSV file with columns a, b, modality_a, modality_b and optional "
             "prompt and id (paths may be relative to the CSV's folder). Each output is DIR/<id or a's name>_fused "
-            "with a's format family (.nii.gz for NIfTI and DICOM) and a's geometry. Finished outputs are skipped, "
+            "with a's format family (.nii.gz for NIfTI and DICOM), or a DICOM series folder with --format dicom, "
+            "and a's geometry. Finished outputs are skipped, "
             "so running the same command again resumes an interrupted batch; failed pairs are reported and the "
             "batch goes on. A summary is printed and DIR/upfusion_batch_report.json records every pair."
         ),
@@ -42,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        "(e.g. tcp://10.0.0.5:8786); paths must be valid on its workers")
     where.add_argument("--local-workers", type=whole_number("--local-workers"), metavar="N", help="run on a local cluster of N worker processes "
                        "(default: one after the other in this process)")
+    add_output_format(parser, "each output keeps a's format family")
     parser.add_argument("--force", action="store_true", help="fuse pairs again even if their output exists")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     parser.set_defaults(_interrupted="finished outputs are kept and {out}/upfusion_batch_report.json records them; "
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = run_cohort(
         args.manifest, args.out, settings=settings, scheduler=args.scheduler, local_workers=args.local_workers,
-        force=args.force, on_outcome=on_outcome, on_warning=on_warning,
+        force=args.force, on_outcome=on_outcome, on_warning=on_warning, output_format=output_format(args),
     )  # fmt: skip
     print(format_summary(report))
     return 1 if report.counts()["failed"] else 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..modalities import MODALITIES
-from .options import add_engine_options, engine_options, slice_progress
+from .options import add_engine_options, add_output_format, engine_options, output_format, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("a", type=Path, help="anatomical or visible input (MRI, VIS): the network's first (visible) slot")
     p.add_argument("b", type=Path, help="the other modality (CT, PET, SPECT, IR): the second (infrared) slot")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file; the format follows its extension")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file, whose extension gives the format, or with --format dicom a new folder")
+    add_output_format(p, "the output's extension gives the format")
     p.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "PET"], type=str.upper,
                    choices=list(MODALITIES), help="modality of A and of B (default: MRI PET)")
     p.add_argument("--prompt", help="text that guides the fusion. Default for the paper model and authors' "
@@ -55,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.preflight import check_file_fusion
 
     settings = engine_options(args).as_kwargs()
-    window = parse_window(args.window)
+    window, format = parse_window(args.window), output_format(args)
     check_file_fusion(args.a, args.b, args.output, overwrite=args.force, modalities=tuple(args.modalities),
-                      colormap=args.colormap, window=window, **settings)  # before PyTorch loads: at once  # fmt: skip
+                      colormap=args.colormap, window=window, format=format, **settings)  # before PyTorch loads: at once  # fmt: skip
     from ..engine.api import fuse_files
 
     with slice_progress("fusing", args.quiet) as progress:
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             args.b,
             args.output,
             overwrite=args.force,
+            format=format,
             modalities=tuple(args.modalities),
             prompt=args.prompt,
             axis=args.axis,

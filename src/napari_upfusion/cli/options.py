@@ -1,4 +1,5 @@
-"""What several commands share: the engine flags (written once), number types and the slice progress bar.
+"""What several commands share: the engine flags (written once), the output format, number types and the slice
+progress bar.
 
 :func:`add_engine_options` adds the flags that choose and build the engine (``--model``,
 ``--checkpoint``, ``--device``, ``--precision``, ``--batch-size``, ``--clip-weights``,
@@ -20,11 +21,14 @@ from typing import Any
 from ..engine.options import PRECISION_NAMES, EngineOptions
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "PRECISION_CHOICES",
     "add_engine_options",
+    "add_output_format",
     "batch_size",
     "engine_options",
     "number",
+    "output_format",
     "slice_progress",
     "whole_number",
 ]
@@ -127,6 +131,25 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     if getattr(args, "checkpoint", None) is not None:
         given["model"] = args.checkpoint
     return EngineOptions(**given)
+
+
+#: ``--format`` choices: ``auto`` (each output's extension, or its input's family, decides) or a format that is
+#: written as a folder (a DICOM series).
+OUTPUT_FORMATS = ["auto", "dicom"]
+
+
+def add_output_format(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--format`` to ``parser``; ``what`` says what the extension decides without it."""
+    parser.add_argument(
+        "--format", choices=OUTPUT_FORMATS, default="auto", type=str.lower,
+        help=f"auto: {what}; dicom: a new folder that receives a DICOM series, linked to a's series when a is "
+        "DICOM, else with generated patient and study identifiers (default: %(default)s)",
+    )  # fmt: skip
+
+
+def output_format(args: argparse.Namespace) -> str | None:
+    """The ``format`` argument of :func:`~napari_upfusion.engine.io.write_image` that ``--format`` gives."""
+    return None if args.format == "auto" else args.format
 
 
 @contextlib.contextmanager

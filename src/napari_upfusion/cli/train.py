@@ -41,9 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=number("--lr", 0, 10), default=d.lr, help="peak learning rate, above 0 and at most 10")
     p.add_argument("--seed", type=whole_number("--seed", 0), default=d.seed)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="CPU autocast precision")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="autocast precision on the CPU or GPU")
     p.add_argument("--loss", choices=LOSS_NAMES, default=d.loss,
-                   help="training loss: the authors' (max intensity and gradient) or the activity decision map")
+                   help="training loss: the authors' (default), or 'edges': each edge's signed gradient and, half-way, the "
+                   "intensity taken from the locally more active source")
     p.add_argument("--init-from", default=d.init_from, metavar="WEIGHTS",
                    help="start from the tensors of this weights file that fit (never the backbone); "
                    "'bundled' means the shipped small weights")
@@ -54,6 +55,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=whole_number("--threads", 0), default=d.threads, help="torch threads (0: torch's default)"
     )
+    p.add_argument("--device", default=d.device, help="cpu (default) or cuda / cuda:N (bf16 autocast there too)")
+    p.add_argument("--workers", type=whole_number("--workers", 0), default=d.workers,
+                   help="processes that generate training pairs ahead (default 0; the stream is the same for any number)")
+    p.add_argument("--time-limit", type=whole_number("--time-limit", 0), default=0, metavar="SECONDS",
+                   help="stop after this many seconds of training and save (default: no limit; the schedule follows "
+                   "--steps / --schedule-steps)")
     p.add_argument("--save-every", type=whole_number("--save-every"), default=d.save_every)
     p.add_argument("--log-every", type=whole_number("--log-every"), default=d.log_every)
     return p
@@ -77,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         random_backbone=args.random_backbone,
         anatomies=tuple(args.anatomies),
         threads=args.threads,
+        device=args.device,
+        workers=args.workers,
+        time_limit=args.time_limit,
         save_every=args.save_every,
         log_every=args.log_every,
         clip_weights=args.clip_weights,

@@ -54,7 +54,7 @@ from .io import read_image, write_image
 from .lazy import SlabFuser, as_lazy_image, fuse_slabs, lazy_ranges
 from .options import EngineOptions, takes_engine_options
 from .preflight import check_file_fusion
-from .provenance import FusionResult, fusion_record
+from .provenance import FusionResult, fusion_record, result_metadata
 from .registry import available_fusers, build_fuser, uses_text
 from .runner import (
     CancelToken,
@@ -314,7 +314,7 @@ class FusionEngine:
         )  # fmt: skip
         grid = img_a if part is None else img_a.slab(index, axis)
         result = grid.with_array(fused.astype(np.float32, copy=False), rgb=fused.ndim == ndim + 1)
-        result = dataclasses.replace(result, metadata={"upfusion": info})
+        result = dataclasses.replace(result, metadata=result_metadata(img_a, info))
         return FusionResult(result, info, luma)
 
     def _fuse_lazy(self, a, b, modalities, prompt, axis, colormap, window, register, progress, cancel,
@@ -338,7 +338,7 @@ class FusionEngine:
             lazy=True, slab_slices=list(fused.chunks[axis]) if ndim == 3 else [1],
             intensity_ranges=[list(r) for r in ranges],
         )  # fmt: skip
-        result = dataclasses.replace(img_a.with_array(fused, rgb=False), metadata={"upfusion": info})
+        result = dataclasses.replace(img_a.with_array(fused, rgb=False), metadata=result_metadata(img_a, info))
         return FusionResult(result, info, fused)  # grey only: the fused array is its own luma
 
 
@@ -386,6 +386,7 @@ def fuse_files(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | Callable[[], bool] | None = None,
     inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    format: str | None = None,
     **options: Any,
 ) -> tuple[FusionResult, Path]:
     """Fuse two image files (or DICOM folders) into one output file, checking everything that can be checked first.
@@ -403,13 +404,16 @@ def fuse_files(
     a, b
         Input files or DICOM folders, as for :func:`~.io.read_image`.
     output
-        The output file; its format follows its extension.
+        The output file, whose format follows its extension; with ``format="dicom"`` the
+        folder that receives a new DICOM series.
     overwrite
         Replace an existing output file.
     modalities, prompt, axis, colormap, color_output, window, register, progress, cancel
         As for :func:`fuse`.
     inputs
         More ``(label, path)`` inputs the output must not overwrite (a batch's manifest).
+    format
+        A format's name (``"dicom"``, ...), as for :func:`~.io.write_image`; None: the extension decides.
     model, device, precision, batch_size, clip_weights, compile
         The engine options, as for :func:`fuse`.
 
@@ -421,16 +425,16 @@ def fuse_files(
     settings = EngineOptions(**options)
     modalities = (modalities[0].upper(), modalities[1].upper())
     check_file_fusion(a, b, output, overwrite=overwrite, modalities=modalities, colormap=colormap, window=window,
-                      inputs=inputs, **settings.as_kwargs())  # fmt: skip
+                      inputs=inputs, format=format, **settings.as_kwargs())  # fmt: skip
     engine = get_engine(**settings.as_kwargs())
     image_a, image_b = read_image(a, modality=modalities[0]), read_image(b, modality=modalities[1])
 
     def before(shape: tuple[int, ...], colour: bool) -> None:
-        check_output(output, shape=shape, rgb=colour, overwrite=overwrite)
+        check_output(output, shape=shape, rgb=colour, overwrite=overwrite, format=format)
 
     result = engine._fuse(image_a, image_b, None, modalities, prompt, axis, colormap, color_output, window, register,
                           progress, cancel, time.perf_counter(), before)  # fmt: skip
-    return result, write_image(result.image, output, overwrite=overwrite)
+    return result, write_image(result.image, output, overwrite=overwrite, format=format)
 
 
 @takes_engine_options
@@ -510,7 +514,9 @@ def fuse(
     numpy.ndarray or ImageData
         Float32 in ``[0, 1]``, ``a``'s spatial shape (plus ``3`` for colour),
         the same type as ``a``; an ``ImageData`` keeps ``a``'s geometry and
-        records the settings in ``metadata["upfusion"]``.  For lazy inputs the
+        records the settings in ``metadata["upfusion"]`` (and keeps ``a``'s DICOM headers in
+        ``metadata["dicom"]``, so ``write_image(..., format="dicom")`` links the result to
+        ``a``'s series).  For lazy inputs the
         array is a lazy dask array, equal to the eager result once computed
         (``write_image`` streams it to NIfTI or zarr).
     """

@@ -38,6 +38,7 @@ def check_file_fusion(
     colormap: str | None = None,
     window: str | tuple[float, float] | None = None,
     inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    format: str | None = None,
     **options: Any,
 ) -> tuple[ImageHeader, ImageHeader]:
     """Refuse, before any work, a fusion of files ``a`` and ``b`` into ``output`` that cannot succeed.
@@ -51,7 +52,7 @@ def check_file_fusion(
 
     Parameters
     ----------
-    a, b, output, overwrite, modalities, colormap, window, inputs
+    a, b, output, overwrite, modalities, colormap, window, inputs, format
         As for :func:`~.api.fuse_files`.
     options
         The engine options (:class:`~.options.EngineOptions`); only ``model`` and ``clip_weights``
@@ -72,7 +73,7 @@ def check_file_fusion(
     )
     check_distinct_files(a, b)
     header_a, header_b = image_header(a), image_header(b)
-    check_output(output, shape=header_a.shape, overwrite=overwrite)
+    check_output(output, shape=header_a.shape, overwrite=overwrite, format=format)
     check_host_memory(header_a.shape, header_a.rgb or header_b.rgb or colormap is not None)
     check_modalities(modalities)
     if window is not None:

@@ -5,7 +5,9 @@ returns; its ``info`` (also ``image.metadata["upfusion"]``) is built by
 :func:`fusion_record` for the in-memory path, the one-slice preview and the lazy
 path alike: package version, model (and checkpoint with its SHA-256), modalities,
 prompt and how its code was made, device, precision, the fusion settings, the
-inputs and the time taken.
+inputs and the time taken.  :func:`result_metadata` is the fused image's metadata:
+that record, and what the reference input's file said about the grid the result
+shares (the DICOM headers a derived series is written from).
 """
 
 from __future__ import annotations
@@ -27,7 +29,19 @@ if TYPE_CHECKING:
 
     from ..model.text.codes import PromptCode
 
-__all__ = ["FusionResult", "RecordedEngine", "describe", "fusion_record", "model_identity"]
+__all__ = [
+    "CARRIED_METADATA",
+    "FusionResult",
+    "RecordedEngine",
+    "describe",
+    "fusion_record",
+    "model_identity",
+    "result_metadata",
+]
+
+
+#: The reference image's metadata that its fused result keeps: the DICOM headers of the grid they share.
+CARRIED_METADATA = ("dicom",)
 
 
 @dataclass
@@ -124,3 +138,10 @@ def fusion_record(
         **extra,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def result_metadata(reference: ImageData, info: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of an image fused on ``reference``'s grid: :data:`CARRIED_METADATA` of the reference, and
+    ``"upfusion"``, the record ``info`` of how it was made."""
+    carried = {key: reference.metadata[key] for key in CARRIED_METADATA if key in reference.metadata}
+    return {**carried, "upfusion": info}

@@ -417,13 +417,16 @@ def check_output(
     shape: tuple[int, ...] | None = None,
     rgb: bool = False,
     overwrite: bool = False,
+    format: str | None = None,
 ) -> Path:
-    """Refuse, before any work, an image file that cannot be written where and as asked.
+    """Refuse, before any work, an image file (or, for a folder format such as ``format="dicom"``, a series
+    folder) that cannot be written where and as asked.
 
-    In order: a name too long for the file system, a path that is a folder, an extension that
-    no writer takes (the message lists only the writable ones), a format that cannot hold a
-    result of spatial ``shape`` (``None``: not known yet) in colour (``rgb``) (PNG for a
-    volume, NIfTI for colour), a missing or unwritable folder, and an existing file without
+    In order: a name too long for the file system, a path that is a folder (unless the format
+    is written as a folder), an unknown format name or an extension that no writer takes (the
+    message lists only the writable ones), a format that cannot hold a result of spatial
+    ``shape`` (``None``: not known yet) in colour (``rgb``) (PNG for a volume, NIfTI for
+    colour), a missing or unwritable folder, and an existing file or folder without
     ``overwrite``.  :func:`~napari_upfusion.engine.io.write_image` runs the same check.
 
     Returns
@@ -436,12 +439,13 @@ def check_output(
     path = Path(path).expanduser()
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise InputError(os_error_sentence(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)), path.name))
-    if path_kind(path) == "dir":
+    fmt = output_format(path, format) if format is not None else None
+    if path_kind(path) == "dir" and (fmt is None or not fmt.folder):
         raise InputError(
             f"{short_path(path)} is a folder; give the output a file name with an image extension, for example "
-            f"{short_path(path / 'fused.nii.gz')}."
+            f"{short_path(path / 'fused.nii.gz')}, or --format dicom to write a DICOM series into it."
         )
-    fmt = output_format(path)
+    fmt = fmt or output_format(path)
     if shape is not None and fmt.accepts is not None:
         fmt.accepts(tuple(shape), bool(rgb), path)
     return check_output_folder(path, overwrite=overwrite)

@@ -146,7 +146,8 @@ def layer_to_image(layer: Layer, modality: str | None = None) -> ImageData:
     Returns
     -------
     ImageData
-        A read-only view of the layer's data (never a copy that could drift, never modified).
+        A read-only view of the layer's data (never a copy that could drift, never modified); its
+        metadata keeps the layer's ``path``, ``modality`` and ``dicom`` (DICOM headers, from the reader).
     """
     from napari.layers import Image
 
@@ -156,7 +157,7 @@ def layer_to_image(layer: Layer, modality: str | None = None) -> ImageData:
             f"Layer {layer.name!r} is a {kind} layer, but fusion needs two Image layers; pick image layers "
             "(a labels or segmentation layer cannot be fused)."
         )
-    metadata = {key: layer.metadata[key] for key in ("path", "modality") if key in layer.metadata}
+    metadata = {key: layer.metadata[key] for key in ("path", "modality", "dicom") if key in layer.metadata}
     if modality is not None:
         metadata["modality"] = modality
     metadata["layer"] = layer.name
@@ -425,7 +426,8 @@ def add_fused_layer(viewer: napari.Viewer, pair: PreparedPair, result: FusionRes
     napari.layers.Image
         Its ``metadata["upfusion"]`` is ``result.info``: package version, model and checkpoint hash,
         modalities, prompt, device, precision, axis, colormap, window, colour output, input layer
-        names, seconds.  No other layer is touched.
+        names, seconds; ``metadata["dicom"]`` holds the reference layer's DICOM headers when it has
+        them (for the DICOM writer).  No other layer is touched.
     """
     from napari.layers import Image
 
@@ -436,7 +438,7 @@ def add_fused_layer(viewer: napari.Viewer, pair: PreparedPair, result: FusionRes
         name=name or pair.default_name,
         rgb=image.rgb,
         contrast_limits=(0.0, 1.0),  # the engine's output range
-        metadata={"upfusion": dict(result.info)},
+        metadata={**image.metadata, "upfusion": dict(result.info)},  # and what the engine carried (DICOM headers)
         **display,
         **pair.geometry,
     )

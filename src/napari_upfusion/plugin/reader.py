@@ -65,7 +65,8 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     -------
     list of (data, kwargs, "image")
         One layer per path, named after the file, with ``scale``, ``translate`` (and ``affine``
-        for rotated axes) in mm, grey colormap, and ``metadata`` holding ``path`` and ``format``.
+        for rotated axes) in mm, grey colormap, and ``metadata`` holding ``path``, ``format`` and,
+        for DICOM, ``dicom`` (the headers a fused layer's DICOM series is linked to the series with).
 
     Raises
     ------
@@ -78,7 +79,7 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     layers = []
     for item in paths:
         image = read_image(item)
-        metadata = {key: image.metadata[key] for key in ("path", "format") if key in image.metadata}
+        metadata = {key: image.metadata[key] for key in ("path", "format", "dicom") if key in image.metadata}
         layers.append(image_layer_data(image, _layer_name(Path(item)), metadata=metadata))
     return layers
 

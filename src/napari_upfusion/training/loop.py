@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.runner import resolve_device
 from ..engine.validate import check_paths, path_kind
 from ..errors import InputError, WeightsNotFoundError
 from ..model import UPFusion, UPFusionConfig, create_model, read_checkpoint_file, save_checkpoint
@@ -88,22 +89,51 @@ def _learning_rate(step: int, s: TrainSettings) -> float:
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _collate(items: list[tuple[np.ndarray, np.ndarray, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    a = torch.from_numpy(np.stack([i[0] for i in items]))[:, None]
+    b = torch.from_numpy(np.stack([i[1] for i in items]))[:, None]
+    return a, b, [i[2] for i in items]
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """A finite :class:`PairDataset` seen by index, so that a DataLoader's workers share out batches in order."""
+
+    def __init__(self, pairs) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        return self.pairs[index]
+
+
 def _batches(settings: TrainSettings, start_step: int):
     """Batches of (a, b, pair kinds); resuming at ``start_step`` continues the same pair stream.
 
     ``a`` is the anatomical / visible image (the network's first slot), ``b`` the other one.
+    Batch ``k`` holds pairs ``k * batch_size`` to ``(k + 1) * batch_size - 1`` of the stream
+    whatever the number of data ``workers`` (processes that generate pairs ahead).
     """
+    from torch.utils.data import DataLoader
+
     from ..data.synthetic import PairDataset
 
     start = start_step * settings.batch_size
-    dataset = iter(
-        PairDataset(seed=settings.seed, size=settings.crop, kinds=settings.kinds, start=start, anatomies=settings.anatomies)
-    )
-    while True:
-        items = [next(dataset) for _ in range(settings.batch_size)]
-        a = torch.from_numpy(np.stack([i[0] for i in items]))[:, None]
-        b = torch.from_numpy(np.stack([i[1] for i in items]))[:, None]
-        yield a, b, [i[2] for i in items]
+    length = max(0, settings.steps - start_step) * settings.batch_size
+    dataset = PairDataset(
+        seed=settings.seed, size=settings.crop, kinds=settings.kinds, start=start, anatomies=settings.anatomies,
+        length=length,
+    )  # fmt: skip
+    if not settings.workers:
+        for first in range(0, length, settings.batch_size):
+            yield _collate([dataset[i] for i in range(first, first + settings.batch_size)])
+        return
+    loader = DataLoader(
+        _Indexed(dataset), batch_size=settings.batch_size, num_workers=settings.workers, collate_fn=_collate,
+        pin_memory=settings.device.startswith("cuda"), persistent_workers=False, prefetch_factor=4,
+    )  # fmt: skip
+    yield from loader
 
 
 def _config(settings: TrainSettings) -> UPFusionConfig:
@@ -157,18 +187,20 @@ def train(
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
+    device = resolve_device(s.device)
     model: UPFusion = create_model(cfg)
     if s.init_from and not (out / "last.pt").exists():
         copied, skipped = initialise_from(model, s.init_from)
         log(f"initialised {len(copied)} tensors from {s.init_from}; {len(skipped)} kept their initial values")
     if cfg.text_encoder == "prompt-table":
         model.prompt_codes.copy_(prompt_table_codes(cfg.prompts, cfg.text_dim, s.code_seed))
+    model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=s.lr, weight_decay=s.weight_decay)
     step, elapsed = 0, 0.0
     last = out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
@@ -176,18 +208,20 @@ def train(
     model.train()
     history_file = out / "history.jsonl"
     batches = _batches(s, step)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16")
     loss_fn = LOSSES[s.loss]
-    if s.loss == "decision":
-        loss_fn = functools.partial(loss_fn, sigma_target=s.decision_sigmas[0], sigma_gradient=s.decision_sigmas[1])
-    tick = time.perf_counter()
+    if s.loss == "edges":
+        loss_fn = functools.partial(loss_fn, sigma=s.edges_sigmas[0], sigma_weight=s.edges_sigmas[1])
+    tick = started = time.perf_counter()
     running: dict[str, float] = {}
-    while step < s.steps:
+    stop_at = s.steps
+    while step < stop_at:
         a, b, kinds = next(batches)
+        a, b = a.to(device, non_blocking=True), b.to(device, non_blocking=True)
         if clip is not None:
-            code = clip.code
+            code = clip.code.to(device)
         else:
-            code = model.prompt_codes[torch.tensor([cfg.prompts.index(DEFAULT_PROMPTS[k]) for k in kinds])]
+            code = model.prompt_codes[torch.tensor([cfg.prompts.index(DEFAULT_PROMPTS[k]) for k in kinds], device=device)]
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, s)
         with autocast:
@@ -198,9 +232,11 @@ def train(
         torch.nn.utils.clip_grad_norm_(trainable, s.grad_clip)
         optimizer.step()
         step += 1
+        if s.time_limit and time.perf_counter() - started >= s.time_limit:
+            stop_at = step  # out of time: this step is the last, logged and saved as one
         for k, v in losses.items():
             running[k] = running.get(k, 0.0) + v.item()
-        if step % s.log_every == 0 or step == s.steps:
+        if step % s.log_every == 0 or step == stop_at:
             now = time.perf_counter()
             elapsed += now - tick
             tick = now
@@ -211,14 +247,14 @@ def train(
             with open(history_file, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
             log(json.dumps(record))
-        if step % s.save_every == 0 or step == s.steps:
+        if step % s.save_every == 0 or step == stop_at:
             with atomic_path(last) as tmp:
                 torch.save(
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed},
                     tmp,
                 )
-    model.eval()
-    recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies", "decision_sigmas")}}
+    model.cpu().eval()
+    recorded = {**asdict(s), **{k: list(getattr(s, k)) for k in ("kinds", "anatomies", "edges_sigmas")}}
     meta = {"training": json.dumps(recorded), "steps": str(step), "wall_time_s": f"{elapsed:.0f}"}
     if clip is not None:
         meta["text_code"] = json.dumps({"prompt": AUTHORS_PROMPT, **clip.describe()})

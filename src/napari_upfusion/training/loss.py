@@ -1,4 +1,4 @@
-"""Training losses: the one that produced the authors' released weights, and an activity-decision loss.
+"""Training losses: the one that produced the authors' released weights, and its direction-aware variant.
 
 :func:`fusion_loss` is the authors' (their ``fusion_loss_vif``)::
 
@@ -9,17 +9,30 @@ on the channel mean of each input, where ``|grad|`` is ``|Sobel_x| + |Sobel_y|``
 gradient magnitude.  The paper's text names only the first two terms; the code
 that trained the weights uses all three.
 
-:func:`decision_loss` replaces the pixel-wise maximum by a *decision map*, the
-classic rule of multi-focus and multi-modal fusion that SDNet (Zhang and Ma,
-IJCV 2021) also uses to build its loss targets: at each pixel the source whose
-local gradient energy (squared Sobel magnitude, Gaussian-smoothed) is larger
-wins.  The intensity target is the winning source's pixel (decision smoothed
-over ``sigma_target`` pixels) and the gradient target is the winning source's
-*signed* Sobel gradient (decided over ``sigma_gradient`` pixels), so the fused
-image is asked to keep each edge's strength and direction from the source
-that has it, rather than to copy the brighter pixel::
+:func:`edges_loss` keeps the SSIM term and changes what the other two ask for,
+after the decision-map rule of multi-modal fusion (SDNet, Zhang and Ma, IJCV
+2021, builds its loss targets the same way): a source's *activity* is its
+squared Sobel magnitude, Gaussian-smoothed.
 
-    10 * L1(F, T) + 10 * (L1(dF/dx, Gx) + L1(dF/dy, Gy)) + 10 * (1 - SSIM(F, T))
+- Gradient term: the authors' compares gradient *magnitudes*, so an edge may
+  come out with the right strength but the wrong direction or sign (where a
+  bright CT bone edge meets a dark MRI one, say).  Here each pixel's target is
+  the *signed* Sobel gradient ``(Gx, Gy)`` of the source whose activity
+  (smoothed over ``sigma`` pixels) is larger.
+- Intensity term: half the authors' pixel-wise maximum, half the
+  activity-weighted mean ``w A + (1 - w) B`` with ``w = act_A / (act_B + act_A)``
+  (activities smoothed over ``sigma_weight`` pixels; where neither source has an
+  edge nearby, ``w`` is 0 and the mean follows B, the functional or infrared
+  image).  The maximum alone makes a patchwork of both sources wherever their
+  brightness crosses, as it does inside the brain in MRI-CT; the weighted mean
+  keeps the texture of the source that has it.
+
+::
+
+    10 * L1(F, (max(A, B) + w A + (1 - w) B) / 2) + 10 * (L1(dF/dx, Gx) + L1(dF/dy, Gy))
+        + 10 * (1 - gradient-weighted SSIM)
+
+No gradient flows into the targets.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import torch.nn.functional as F
 
 from .settings import LOSS_NAMES
 
-__all__ = ["LOSSES", "decision_loss", "decision_targets", "fusion_loss", "sobel", "sobel_magnitude", "ssim"]
+__all__ = ["LOSSES", "edges_loss", "edges_targets", "fusion_loss", "sobel", "sobel_magnitude", "ssim"]
 
 _SOBEL = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]])
 
@@ -70,12 +83,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
 def fusion_loss(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> dict[str, torch.Tensor]:
     """The three weighted terms and their sum (``"total"``) for inputs ``a``, ``b`` and output ``fused``."""
     a, b, fused = (t.mean(dim=1, keepdim=True) for t in (a, b, fused))
-    grad_a, grad_b, grad_f = sobel_magnitude(a), sobel_magnitude(b), sobel_magnitude(fused)
     intensity = 10 * F.l1_loss(fused, torch.maximum(a, b))
-    gradient = 10 * F.l1_loss(grad_f, torch.maximum(grad_a, grad_b))
-    mean_a, mean_b = grad_a.mean(), grad_b.mean()
-    weight_a = mean_a / (mean_a + mean_b)
-    structure = 10 * (1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)))
+    gradient = 10 * F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(a), sobel_magnitude(b)))
+    structure = _weighted_ssim_term(a, b, fused)
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "total": intensity + gradient + structure}
 
 
@@ -96,36 +106,45 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, -1, 1))
 
 
-def decision_targets(
-    a: torch.Tensor, b: torch.Tensor, sigma_target: float = 3.0, sigma_gradient: float = 1.0
+def edges_targets(
+    a: torch.Tensor, b: torch.Tensor, sigma: float = 1.0, sigma_weight: float = 3.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The targets of :func:`decision_loss`: intensity ``T`` and signed gradient ``(Gx, Gy)``, each ``[B, 1, H, W]``.
+    """The targets of :func:`edges_loss`: intensity ``T`` and signed gradient ``(Gx, Gy)``, each ``[B, 1, H, W]``.
 
-    A pixel takes ``a`` where ``a``'s Gaussian-smoothed gradient energy is larger
-    than ``b``'s, else ``b`` (ties go to ``b``).  No gradient flows into the targets.
+    ``(Gx, Gy)`` is ``a``'s Sobel gradient where ``a``'s activity over ``sigma`` pixels is
+    larger than ``b``'s, else ``b``'s (ties go to ``b``); ``T`` is the mean of the pixel-wise
+    maximum and the activity-weighted mean over ``sigma_weight`` pixels (module docstring).
     """
     with torch.no_grad():
-        ax, ay = sobel(a)
-        bx, by = sobel(b)
+        (ax, ay), (bx, by) = sobel(a), sobel(b)
         energy_a, energy_b = ax * ax + ay * ay, bx * bx + by * by
-        take_a = (_gaussian_blur(energy_a, sigma_target) > _gaussian_blur(energy_b, sigma_target)).to(a.dtype)
-        target = take_a * a + (1 - take_a) * b
-        take_a = (_gaussian_blur(energy_a, sigma_gradient) > _gaussian_blur(energy_b, sigma_gradient)).to(a.dtype)
-        return target, take_a * ax + (1 - take_a) * bx, take_a * ay + (1 - take_a) * by
+        take_a = (_gaussian_blur(energy_a, sigma) > _gaussian_blur(energy_b, sigma)).to(a.dtype)
+        gx, gy = take_a * ax + (1 - take_a) * bx, take_a * ay + (1 - take_a) * by
+        wide_a, wide_b = _gaussian_blur(energy_a, sigma_weight), _gaussian_blur(energy_b, sigma_weight)
+        weight = wide_a / (wide_a + wide_b + 1e-6)
+        target = 0.5 * torch.maximum(a, b) + 0.5 * (weight * a + (1 - weight) * b)
+        return target, gx, gy
 
 
-def decision_loss(
-    a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, sigma_target: float = 3.0, sigma_gradient: float = 1.0
+def _weighted_ssim_term(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """The authors' SSIM term: ``10 * (1 - SSIM)`` with A and B weighted by their shares of the mean gradient."""
+    mean_a, mean_b = sobel_magnitude(a).mean(), sobel_magnitude(b).mean()
+    weight_a = mean_a / (mean_a + mean_b)
+    return 10 * (1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)))
+
+
+def edges_loss(
+    a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, sigma: float = 1.0, sigma_weight: float = 3.0
 ) -> dict[str, torch.Tensor]:
-    """The three weighted terms of the activity-decision loss (module docstring) and their sum (``"total"``)."""
+    """The three weighted terms of the edges loss (module docstring) and their sum (``"total"``)."""
     a, b, fused = (t.mean(dim=1, keepdim=True) for t in (a, b, fused))
-    target, gx, gy = decision_targets(a, b, sigma_target, sigma_gradient)
+    target, gx, gy = edges_targets(a, b, sigma, sigma_weight)
     fx, fy = sobel(fused)
     intensity = 10 * F.l1_loss(fused, target)
     gradient = 10 * (F.l1_loss(fx, gx) + F.l1_loss(fy, gy))
-    structure = 10 * (1 - ssim(fused, target))
+    structure = _weighted_ssim_term(a, b, fused)
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "total": intensity + gradient + structure}
 
 
 #: Training losses by name (``upfusion train --loss``), in the order of ``training.settings.LOSS_NAMES``.
-LOSSES = dict(zip(LOSS_NAMES, (fusion_loss, decision_loss), strict=True))
+LOSSES = dict(zip(LOSS_NAMES, (fusion_loss, edges_loss), strict=True))

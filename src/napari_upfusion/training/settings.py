@@ -14,7 +14,7 @@ from ..data.vocabulary import ANATOMIES, KINDS
 __all__ = ["LOSS_NAMES", "TrainSettings"]
 
 #: The training losses of :mod:`napari_upfusion.training.loss` (``LOSSES``), by name.
-LOSS_NAMES: tuple[str, ...] = ("authors", "decision")
+LOSS_NAMES: tuple[str, ...] = ("authors", "edges")
 
 
 @dataclass
@@ -40,15 +40,21 @@ class TrainSettings:
     #: Head anatomies of the medical pairs (see :func:`napari_upfusion.data.samples.head_model`).
     anatomies: tuple[str, ...] = ANATOMIES
     precision: str = "bf16"
-    #: ``"authors"`` (their loss) or ``"decision"`` (activity decision map); see :mod:`.loss`.
+    #: ``"authors"`` (their loss) or ``"edges"`` (its direction-aware gradient term); see :mod:`.loss`.
     loss: str = "authors"
-    #: Smoothing (pixels) of the decision maps of the ``decision`` loss: intensity target, gradient target.
-    decision_sigmas: tuple[float, float] = (3.0, 1.0)
+    #: Smoothing (pixels) of the ``edges`` loss's activities: gradient decision, intensity weights.
+    edges_sigmas: tuple[float, float] = (1.0, 3.0)
     #: Weights file whose tensors of matching name and shape start the run (the backbone excepted).
     init_from: str = ""
     #: Train with a randomly initialised (seeded, frozen) backbone instead of the config's pretrained one.
     random_backbone: bool = False
     threads: int = 0
+    #: Where the network trains: ``cpu`` or ``cuda`` (``cuda:N``).
+    device: str = "cpu"
+    #: Processes that generate training pairs ahead of the network (0: in the training process).
+    workers: int = 0
+    #: Stop after this many seconds of training (0: no limit), saving the weights as at the last step.
+    time_limit: float = 0.0
     log_every: int = 50
     save_every: int = 500
     #: CLIP ViT-B/32 weights for a CLIP-conditioned config (default: found as ``find_clip_weights`` finds them).

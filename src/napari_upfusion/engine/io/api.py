@@ -4,10 +4,13 @@ Formats (the registry is :mod:`.formats`)
 -----------------------------------------
 - NIfTI (``.nii``, ``.nii.gz``) through nibabel, geometry converted exactly both
   ways and the header kept (:mod:`.nifti`); colour is not written to NIfTI.
-- MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``), DICOM files
-  (``.dcm`` or any file with the DICOM preamble) and DICOM series folders
-  (one series per folder) through SimpleITK, keeping spacing, origin
-  and direction (:mod:`.sitk`).  DICOM is read only.
+- MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) through
+  SimpleITK, keeping spacing, origin and direction (:mod:`.sitk`).
+- DICOM files (``.dcm`` or any file with the DICOM preamble) and DICOM series
+  folders (one series per folder) through SimpleITK after pydicom's checks
+  (:mod:`.sitk`), with the headers a derived series needs (pydicom); written with
+  ``format="dicom"`` as a new series in a folder, linked to the series the image
+  came from (:mod:`.dicom`).
 - PNG, TIFF, JPEG (2-D; TIFF also 3-D stacks) through imageio and tifffile, without
   physical geometry (:mod:`.plain`).
 
@@ -15,6 +18,8 @@ Data types when writing
 -----------------------
 - NIfTI, MetaImage, NRRD: floating-point data is written as float32, booleans as
   uint8, other integers unchanged.
+- DICOM: grey values as 16-bit integers with a Rescale Slope and Intercept that
+  give them back within 1/131070 of the image's range, colour as 8-bit RGB.
 - PNG, JPEG, TIFF: float data within ``[0, 1]`` is written as 8 bit,
   ``round(clip(x, 0, 1) * 255)``.  Other float data is kept as float32 in TIFF and
   refused by PNG and JPEG.  Integers go to PNG as uint8/uint16 and to JPEG as
@@ -44,10 +49,11 @@ from ...errors import InputError
 from ...utils.files import os_error_sentence, short_path
 from ..image import ImageData, is_lazy_array
 from ..validate import check_output, check_read_size, path_kind
-from .formats import FORMATS, SUPPORTED_EXTENSIONS, Format, extension, format_of, is_dicom_file
+from .dicom import read_dicom_series
+from .formats import FORMATS, SUPPORTED_EXTENSIONS, Format, extension, format_of, is_dicom_file, output_format
 from .header import ImageHeader
 from .nifti import read_nifti
-from .sitk import header_dicom, read_dicom_series
+from .sitk import header_dicom
 from .staging import staged_output
 from .zarr_array import open_zarr, write_zarr
 
@@ -132,7 +138,8 @@ def read_image(path: str | os.PathLike[str], modality: str | None = None) -> Ima
     Returns
     -------
     ImageData
-        ``metadata`` holds ``"path"``, ``"format"`` and, when given, ``"modality"``.
+        ``metadata`` holds ``"path"``, ``"format"`` and, when given, ``"modality"``; a DICOM image also
+        ``"dicom"``, the headers a derived series is written from (:mod:`.dicom`).
 
     Raises
     ------
@@ -151,8 +158,10 @@ def read_image(path: str | os.PathLike[str], modality: str | None = None) -> Ima
     return image
 
 
-def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``image`` atomically in the format given by the extension of ``path``.
+def write_image(
+    image: ImageData, path: str | os.PathLike[str], *, overwrite: bool = False, format: str | None = None
+) -> Path:
+    """Write ``image`` atomically in the format given by ``format`` or by the extension of ``path``.
 
     Parameters
     ----------
@@ -164,9 +173,15 @@ def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bo
         the fusion record in its attributes), computed whole for other formats.
     path
         Target file: ``.nii``, ``.nii.gz``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``,
-        ``.png``, ``.tif``, ``.tiff``, ``.jpg`` or ``.jpeg``; ``.zarr`` for a lazy image.
+        ``.png``, ``.tif``, ``.tiff``, ``.jpg`` or ``.jpeg``; ``.zarr`` for a lazy image;
+        with ``format="dicom"``, the folder that receives the DICOM series.
     overwrite
         Replace an existing file or folder (the CLI's ``--force``).
+    format
+        A format's name in any case (``"dicom"``, ``"nifti"``, ...); None: the extension decides.
+        ``"dicom"`` writes a new series with one file per slice, linked to the reference
+        series when the image (a fusion of a DICOM input) carries its headers, else a
+        standalone series with generated identifiers (see :mod:`.dicom`).
 
     Returns
     -------
@@ -176,18 +191,19 @@ def write_image(image: ImageData, path: str | os.PathLike[str], *, overwrite: bo
     Raises
     ------
     InputError
-        Unknown or read-only format, missing or unwritable folder, an existing file
-        without ``overwrite``, data the format cannot hold, or a failed write; in
+        Unknown or read-only format, a DICOM path without ``format="dicom"``, missing or
+        unwritable folder, an existing file or folder without ``overwrite``, data the format
+        cannot hold, or a failed write; in
         every case nothing is left behind (an interrupted write leaves only a
         ``.<name>.<random>.partial`` folder).
     """
     path = Path(path).expanduser().absolute()
     lazy = is_lazy_array(image.array)
-    if lazy and path.name.lower().endswith(".zarr"):
+    if lazy and format is None and path.name.lower().endswith(".zarr"):
         writer = write_zarr
     else:
-        check_output(path, shape=image.shape, rgb=image.rgb, overwrite=overwrite)
-        fmt = format_of(path)
+        check_output(path, shape=image.shape, rgb=image.rgb, overwrite=overwrite, format=format)
+        fmt = output_format(path, format)
         writer = fmt.stream if lazy and fmt.stream is not None else fmt.write
         if lazy and fmt.stream is None:
             image = image.with_array(np.asarray(image.array.compute(scheduler="threads")))

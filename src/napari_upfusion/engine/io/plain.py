@@ -20,7 +20,7 @@ from ...errors import InputError
 from ..image import ImageData
 from .header import ImageHeader
 
-__all__ = ["check_plain_output", "header_plain", "plain_array", "read_plain", "write_plain"]
+__all__ = ["check_plain_output", "eight_bit", "header_plain", "plain_array", "read_plain", "write_plain"]
 
 
 def _one_series(tif, path: Path):
@@ -109,6 +109,20 @@ def check_plain_output(shape: tuple[int, ...], rgb: bool, path: Path, fmt: str) 
         raise InputError(f"{fmt} holds a single 2-D image, not a {tuple(shape)} volume; {keep}.")
 
 
+def eight_bit(array: np.ndarray) -> np.ndarray | None:
+    """``array`` as 8 bit: floats within ``[0, 1]`` as ``round(x * 255)``, integers within 0-255 as they are; else
+    None."""
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f":
+        if np.all(np.isfinite(array)) and array.min(initial=0) >= 0 and array.max(initial=0) <= 1:
+            return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
+        return None
+    if array.size == 0 or (array.min() >= 0 and array.max() <= 255):
+        return array.astype(np.uint8, copy=False)
+    return None
+
+
 def plain_array(image: ImageData, path: Path, fmt: str) -> np.ndarray:
     """The array converted to what format ``fmt`` can store (see the module docstring)."""
     array = image.array
@@ -116,11 +130,10 @@ def plain_array(image: ImageData, path: Path, fmt: str) -> np.ndarray:
     check_plain_output(image.shape, image.rgb, path, fmt)
     if fmt == "JPEG" and image.rgb and array.shape[-1] == 4:
         raise InputError(f"JPEG cannot hold transparency (RGBA); save {path.name} as .png or .tif instead.")
-    if array.dtype == bool:
-        return array.astype(np.uint8)
-    if array.dtype.kind == "f":
-        if np.all(np.isfinite(array)) and array.min(initial=0) >= 0 and array.max(initial=0) <= 1:
-            return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
+    if array.dtype == bool or array.dtype.kind == "f":
+        small = eight_bit(array)
+        if small is not None:
+            return small
         if fmt == "TIFF":
             return array.astype(np.float32, copy=False)
         raise InputError(f"{fmt} cannot hold float values outside [0, 1]; scale the image to [0, 1] or {keep}.")
