@@ -80,10 +80,13 @@ def test_the_checkpoint_loader_answers_any_mutation_with_a_network_or_a_sentence
     _fuzz(checkpoint_seeds[ext], f"weights.{ext}", (load_model,), tmp_path_factory)
 
 
-@pytest.mark.parametrize("name", ["gdcm_memory_1.dcm", "gdcm_memory_2.dcm", "gdcm_slow_3.dcm", "metaio_ndims.mha"])
+@pytest.mark.parametrize(
+    "name", ["gdcm_memory_1.dcm", "gdcm_memory_2.dcm", "gdcm_slow_3.dcm", "metaio_ndims.mha", "tiff_page_loop.tif"]
+)
 def test_damaged_files_found_by_fuzzing_are_refused_in_bounded_memory(name, tmp_path):
     """Files of about 1 kB found by atheris on which GDCM alone takes 2.2 GB, 1.4 GB, and 0.9 GB with 2-12 s while it
-    reads the header, and MetaIO 10 s on ``NDims = 999999996``: refused from pydicom's reading of the tags or from
+    reads the header, MetaIO 10 s on ``NDims = 999999996``, and a 284-byte TIFF whose chain of pages loops (tifffile
+    walked it for ever: over a minute, then killed): refused from pydicom's reading of the tags or from
     the declared dimensions, before GDCM or MetaIO see them.  The peak resident memory of the process that reads the
     header (VmHWM: ``ru_maxrss`` would count the test process it was forked from) and of its own child is measured."""
     import subprocess
@@ -96,9 +99,10 @@ def test_damaged_files_found_by_fuzzing_are_refused_in_bounded_memory(name, tmp_
         "own = [int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')]\n"
         "print(max(own + [resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(source)], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", code, str(source)], capture_output=True, text=True, check=False,
+                          timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     message, peak_kb = done.stdout.strip().splitlines()
     assert re.search(r"(is not a DICOM image|is not a readable DICOM image|is damaged|damaged file meta header|"
-                     r"declares 999999996 dimensions)", message), message
+                     r"declares 999999996 dimensions|is a damaged TIFF)", message), message
     assert int(peak_kb) < 600 << 10, f"{int(peak_kb) >> 10} MB: the header was read without a bound"

@@ -23,8 +23,22 @@ from .header import ImageHeader
 __all__ = ["check_plain_output", "eight_bit", "header_plain", "plain_array", "read_plain", "write_plain"]
 
 
+#: The fewest bytes a TIFF page takes: its tag count, one 12-byte tag and the offset of the next page.
+_SMALLEST_PAGE = 18
+
+
 def _one_series(tif, path: Path):
-    """The one image (series) of a TIFF file; pages of different sizes or kinds are refused."""
+    """The one image (series) of a TIFF file; pages of different sizes or kinds are refused, and so is a chain of
+    pages longer than the file could hold (found by fuzzing: a 284-byte file whose page offsets loop, on which
+    tifffile walks pages for ever)."""
+    size = path.stat().st_size
+    most = max(1, size // _SMALLEST_PAGE)
+    for count, _ in enumerate(tif.pages, start=1):
+        if count > most:
+            raise InputError(
+                f"{path.name} is a damaged TIFF: its chain of pages is longer than a file of {size} bytes could hold "
+                f"(more than {most}); save the image again."
+            )
     if len(tif.series) != 1:
         shapes = " and ".join(" x ".join(map(str, s.shape)) for s in tif.series[:4])
         raise InputError(
