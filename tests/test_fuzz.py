@@ -106,3 +106,12 @@ def test_damaged_files_found_by_fuzzing_are_refused_in_bounded_memory(name, tmp_
     assert re.search(r"(is not a DICOM image|is not a readable DICOM image|is damaged|damaged file meta header|"
                      r"declares 999999996 dimensions|is a damaged TIFF)", message), message
     assert int(peak_kb) < 600 << 10, f"{int(peak_kb) >> 10} MB: the header was read without a bound"
+
+
+def test_a_damaged_zip_checkpoint_found_by_fuzzing_is_one_sentence():
+    """atheris found a .pth whose zip64 end record claims several disks: the standard library's ``is_zipfile`` raised
+    ``BadZipFile`` (a traceback) instead of answering False."""
+    from napari_upfusion.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"zip_multidisk\.pth' is truncated or corrupted; download or copy it"):
+        load_model(Path(__file__).parent / "data" / "fuzz" / "zip_multidisk.pth")

@@ -103,6 +103,15 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` is a readable zip archive; :func:`zipfile.is_zipfile` raises on some damaged end records
+    (found by fuzzing: a zip64 end record that claims several disks)."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return False
+
+
 def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The raw content of a weights file and its metadata (safetensors only).
 
@@ -129,7 +138,7 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
                 f"The checkpoint {where} is not a readable safetensors file ({error}); it may be truncated "
                 "or corrupted, so download or copy it again."
             ) from None
-    if kind == "zip" and not zipfile.is_zipfile(path):
+    if kind == "zip" and not _is_zip(path):
         raise CheckpointError(corrupt)
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols: the refusal below says what matters
