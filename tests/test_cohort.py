@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -212,10 +213,15 @@ def test_one_batch_per_folder(tmp_path, cohort):
 
     out = tmp_path / "out"
     out.mkdir()
-    with open(out / ".upfusion_batch.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    descriptor = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         with pytest.raises(Exception, match="Another upfusion batch is writing into"):
             run_cohort(cohort, out, settings=AVERAGE)
+    finally:
+        os.close(descriptor)
+    assert run_cohort(cohort, out, settings=AVERAGE).counts()["done"] == 3
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no lock file, no staging folder left
 
 
 # ---------------------------------------------------------------------- on a Dask cluster

@@ -321,7 +321,7 @@ def test_small_model_in_bf16_stays_within_one_percent_of_fp32(small):
 
 def test_a_volume_that_cannot_fit_in_free_memory_is_refused_up_front(monkeypatch):
     """Refused before any work, with the size it needs; a dask array of it is the way out."""
-    monkeypatch.setattr(nu.engine.validate, "available_bytes", lambda device: 2**20)  # 1 MiB free
+    monkeypatch.setattr(nu.engine.validate, "free_host_bytes", lambda: 2**20)  # 1 MiB free
     a, b = _pair((16, 64, 64))
     with pytest.raises(InputError, match=r"needs about 0\.0 GiB of memory but only 0\.0 GiB are free.*dask array"):
         FusionEngine("average", device="cpu").fuse(a, b)

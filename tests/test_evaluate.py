@@ -63,16 +63,17 @@ def test_pipeline_matches_direct_metrics(tmp_path, colour_b):
             assert results[name][metric] == pytest.approx(expected[metric], rel=1e-9), (name, metric)
 
 
-def test_laplacian_of_a_pair_of_one_image_scores_that_image(tmp_path):
+def test_a_pair_of_one_image_twice_is_refused_not_scored(tmp_path):
+    """Issue 17: the same image as a and b used to be fused with itself and score SSIM 2.0."""
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir(), b_dir.mkdir()
     img = _grey(5, (32, 32))
     iio.imwrite(a_dir / "x.png", img)
     iio.imwrite(b_dir / "x.png", img)
-    results = evaluate_pairs(a_dir, b_dir, ["laplacian"])
-    expected = M.evaluate(img.astype(float), img.astype(float), img.astype(float))
-    assert results["laplacian"] == pytest.approx(expected)
-    assert results["laplacian"]["SSIM"] == pytest.approx(2.0)
+    with pytest.raises(InputError, match=r"The two images of the pair x\.png have identical content"):
+        evaluate_pairs(a_dir, b_dir, ["laplacian"])
+    with pytest.raises(InputError, match=r"A_DIR and B_DIR are the same folder"):
+        evaluate_pairs(a_dir, a_dir, ["laplacian"])
 
 
 def test_luma_and_colour_are_read(tmp_path):

@@ -187,12 +187,13 @@ def test_dicom_series_folder_keeps_geometry(dicom_folder: tuple[Path, sitk.Image
     assert image.metadata["format"] == "DICOM" and image.metadata["dicom_series_in_folder"] == 1
 
 
-def test_the_largest_of_several_series_is_read(dicom_folder: tuple[Path, sitk.Image]) -> None:
+def test_a_folder_of_several_series_is_refused_with_their_list(dicom_folder: tuple[Path, sitk.Image]) -> None:
+    """Never the larger series silently (issue 17): both are named, with their number of files."""
     folder, _ = dicom_folder
     write_dicom_series(oblique_sitk((8, 6, 2)), folder, series=3)
-    image = read_image(folder)
-    assert image.shape == (4, 6, 8) and image.metadata["dicom_series_in_folder"] == 2
-    assert image.metadata["dicom_series_uid"] == "1.2.826.0.1.3680043.2.1125.1.2"
+    with pytest.raises(InputError, match=r"holds 2 DICOM series \(1\.2\.826\.0\.1\.3680043\.2\.1125\.1\.2 \(4 files\); "
+                       r"1\.2\.826\.0\.1\.3680043\.2\.1125\.1\.3 \(2 files\)\); put each series in a folder of its own"):
+        read_image(folder)
 
 
 def test_single_dicom_file_with_and_without_extension(dicom_folder: tuple[Path, sitk.Image]) -> None:
@@ -314,7 +315,7 @@ def test_writing_into_a_missing_or_unwritable_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         write_image(image, tmp_path / "missing" / "a.png")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="file is a file, not a folder; choose another output path"):
         write_image(image, tmp_path / "file" / "a.png")
 
 
@@ -323,7 +324,7 @@ def test_a_folder_that_refuses_the_temporary_file_is_reported(tmp_path: Path, mo
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(staging.tempfile, "mkdtemp", refuse)
-    with pytest.raises(InputError, match=r"Cannot write in .* \(Permission denied\); choose a folder"):
+    with pytest.raises(InputError, match=r"Permission to use .* was refused; choose a file or folder you may use"):
         write_image(ImageData.from_array(np.zeros((4, 4), np.uint8)), tmp_path / "a.png")
     assert files_in(tmp_path) == set()
 

@@ -59,6 +59,10 @@ def pairs(draw):
 def _check(a, b, axis, modalities, geometry, model):
     a_before, b_before = a.copy(), b.copy()
     colour_b = b.ndim == a.ndim + 1
+    if a.shape == b.shape and np.array_equal(a, b):  # the same image twice, drawn by chance: refused (issue 17)
+        with pytest.raises(nu.InputError, match="are the same image"):
+            nu.fuse(a, b, modalities=modalities, model=model, axis=axis, device="cpu")
+        return
     if geometry is None:
         out = nu.fuse(a, b, modalities=modalities, model=model, axis=axis, device="cpu")
         array = out

@@ -28,6 +28,7 @@ protect_from_late_triton()  # see plugin.gl_guard: torch must not pull in triton
 
 _LAZY = {
     "fuse": "engine.api",
+    "fuse_files": "engine.api",
     "FusionEngine": "engine.api",
     "FusionResult": "engine.provenance",
     "get_engine": "engine.api",
@@ -52,6 +53,7 @@ __all__ = [
     "__version__",
     "available_fusers",
     "fuse",
+    "fuse_files",
     "fuse_layers",
     "get_engine",
     "load_model",
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .engine.api import FusionEngine, fuse, get_engine
+    from .engine.api import FusionEngine, fuse, fuse_files, get_engine
     from .engine.image import ImageData
     from .engine.io import read_image, write_image
     from .engine.provenance import FusionResult

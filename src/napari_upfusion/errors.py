@@ -11,8 +11,11 @@ __all__ = [
     "CheckpointError",
     "FusionCancelled",
     "InputError",
+    "InputWarning",
     "PrecisionWarning",
     "PromptError",
+    "ResultError",
+    "Terminated",
     "UPFusionError",
     "WeightsNotFoundError",
 ]
@@ -48,6 +51,24 @@ class InputError(UPFusionError, ValueError):
 
 class FusionCancelled(UPFusionError):
     """The user cancelled a fusion; nothing was returned or written."""
+
+
+class ResultError(UPFusionError):
+    """A fuser produced something that is not an image in ``[0, 1]`` (NaN, infinite or out-of-range values)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM): unwinds like Ctrl-C, so that every clean-up runs.
+
+    A subclass of :class:`KeyboardInterrupt` so that whatever cleans up after Ctrl-C (staging
+    folders, a batch report marked interrupted, worker threads joined) does the same here; the
+    command line exits with 143 for it and 130 for Ctrl-C.
+    """
+
+
+class InputWarning(UserWarning):
+    """An input was usable but not as given: one sentence saying what was seen and what was done about it
+    (a DICOM series with a missing slice resampled onto a regular grid, inputs that overlap only in part)."""
 
 
 class PrecisionWarning(UserWarning):

@@ -19,10 +19,13 @@ One file per pair in the output folder: ``<id>_fused<ext>``, or
 ``<name of a without its extension>_fused<ext>`` when ``id`` is empty, where
 ``<ext>`` keeps ``a``'s format family (:func:`output_name`): NIfTI and DICOM give
 ``.nii.gz``, MetaImage ``.mha``, NRRD ``.nrrd``, PNG and JPEG ``.png``, TIFF
-``.tif``.  With ``output_format="dicom"`` (``--format dicom``) each output is
-instead a folder ``<id or name>_fused`` holding a DICOM series, linked to
-``a``'s series when ``a`` is DICOM (see :mod:`napari_upfusion.engine.io.dicom`).
-Two pairs that would write the same name are a manifest problem.
+``.tif``; a pair with a colour input whose family cannot hold colour (NIfTI, DICOM)
+gets ``.mha`` instead, which keeps the geometry and holds colour.  With
+``output_format="dicom"`` (``--format dicom``) each output is instead a folder
+``<id or name>_fused`` holding a DICOM series, linked to ``a``'s series when ``a``
+is DICOM (see :mod:`napari_upfusion.engine.io.dicom`).  Two pairs that would write
+the same name, a name too long for the file system and an output that would
+overwrite an input are manifest problems.
 The fused image has ``a``'s grid and geometry (the engine resamples ``b``).
 
 Resuming
@@ -30,13 +33,14 @@ Resuming
 A pair whose output exists is skipped (``--force`` / ``force=True`` fuses it
 again).  Outputs are written atomically (:func:`~napari_upfusion.engine.io.write_image`), so an
 output that exists is complete; a run killed mid-write leaves only a hidden
-``.<output>.<random>.partial`` folder, which the next run removes.  A failed
+``.<output>.<random>.partial`` folder, which the next run removes (Ctrl-C and
+SIGTERM remove it at once, and mark the report ``interrupted``).  A failed
 pair is recorded with its reason (the one-sentence message of an
 :class:`~napari_upfusion.errors.UPFusionError`, or the exception's type and message) and the
 batch goes on.  The JSON report :data:`REPORT_NAME` in the output folder is
 rewritten as pairs finish (at most every few seconds, and at the end or on
 interruption); an interrupted run is resumed by running it again.  One batch at
-a time may write into a folder (a lock file, ``.upfusion_batch.lock``, is held).
+a time may write into a folder (an exclusive ``flock`` of the folder itself is held, so no lock file is left).
 
 Where pairs run
 ---------------
@@ -59,6 +63,7 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import glob
 import json
 import os
 import shutil
@@ -72,15 +77,17 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..engine.api import FusionEngine, get_engine
-from ..engine.io import read_image, write_image
-from ..engine.io.formats import FORMATS, extension, format_named
+from ..engine.api import FusionEngine, fuse_files, get_engine
+from ..engine.io import image_header
+from ..engine.io.formats import FORMATS, extension, format_named, format_of
 from ..engine.options import EngineOptions
+from ..engine.validate import check_paths, path_kind
 from ..errors import InputError, UPFusionError
 from ..modalities import MODALITIES
-from ..utils.files import atomic_write_text, file_sha256
+from ..utils.files import NAME_MAX, atomic_write_text, file_sha256, os_error_sentence, partial_prefix
 
 __all__ = [
+    "COLOUR_EXTENSION",
     "REPORT_NAME",
     "CohortPair",
     "CohortReport",
@@ -96,7 +103,6 @@ __all__ = [
 
 #: The JSON report written into the output folder.
 REPORT_NAME = "upfusion_batch_report.json"
-LOCK_NAME = ".upfusion_batch.lock"
 REQUIRED_COLUMNS = ("a", "b", "modality_a", "modality_b")
 OPTIONAL_COLUMNS = ("prompt", "id")
 _REPORT_EVERY_S = 5.0
@@ -218,8 +224,13 @@ class CohortReport:
         }
 
     def write(self) -> Path:
-        """Write the JSON report atomically (a temporary file beside it, then ``os.replace``)."""
-        atomic_write_text(self.path, json.dumps(self.to_json(), indent=2, default=str) + "\n")
+        """Write the JSON report atomically (a temporary file beside it, then ``os.replace``); a failure (a full
+        disk, a read-only folder) is one sentence."""
+        try:
+            atomic_write_text(self.path, json.dumps(self.to_json(), indent=2, default=str) + "\n")
+        except OSError as error:
+            reason = os_error_sentence(error, self.path)
+            raise InputError(f"The batch report could not be written: {reason[:1].lower()}{reason[1:]}") from None
         return self.path
 
 
@@ -240,19 +251,45 @@ def _stem_and_extension(a: str | os.PathLike[str]) -> tuple[str, str]:
     return name[: len(name) - len(suffix)], _OUTPUT_EXTENSIONS[suffix]
 
 
-def output_name(a: str | os.PathLike[str], id: str | None = None, output_format: str | None = None) -> str:
+#: The output extension of a colour result whose input family cannot hold colour: MetaImage keeps geometry.
+COLOUR_EXTENSION = ".mha"
+
+
+def _holds_colour(suffix: str) -> bool:
+    """Whether the format of extension ``suffix`` can hold a colour image (asked of the format registry)."""
+    target = Path(f"x{suffix}")
+    fmt = format_of(target)
+    try:
+        if fmt.accepts is not None:
+            fmt.accepts((1, 1), True, target)
+    except InputError:
+        return False
+    return True
+
+
+def output_name(
+    a: str | os.PathLike[str], id: str | None = None, output_format: str | None = None, *, colour: bool = False
+) -> str:
     """The output name of a pair: ``<id or a's name without extension>_fused<ext of a's family>``.
 
-    ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``;
+    ``a`` without a known image extension (a DICOM folder or file) gives ``.nii.gz``; a
+    ``colour`` result whose family cannot hold colour (NIfTI, DICOM) gives :data:`COLOUR_EXTENSION`;
     ``output_format="dicom"``, a format written as a folder (the only other choice), gives no extension.
 
     Examples
     --------
     >>> output_name("sub-01/T1w.nii"), output_name("ir/0001.jpg", "scene1"), output_name("dicom/series7")
     ('T1w_fused.nii.gz', 'scene1_fused.png', 'series7_fused.nii.gz')
+    >>> output_name("rgb/photo.nii.gz", colour=True)
+    'photo_fused.mha'
     """
     stem, extension = _stem_and_extension(a)
-    return f"{id or stem}_fused{'' if _folder_format(output_format) else extension}"
+    stem, extension = _stem_and_extension(a)
+    if _folder_format(output_format):
+        return f"{id or stem}_fused"
+    if colour and not _holds_colour(extension):
+        extension = COLOUR_EXTENSION
+    return f"{id or stem}_fused{extension}"
 
 
 def _folder_format(output_format: str | None) -> str | None:
@@ -264,6 +301,18 @@ def _folder_format(output_format: str | None) -> str | None:
             f"{output_format!r}."
         )
     return output_format
+
+
+def _is_colour(*paths: Path) -> bool:
+    """Whether any of ``paths`` (that exist here) declares colour in its header; unreadable ones count as grey
+    (their pair fails later with its own reason)."""
+    for path in paths:
+        try:
+            if image_header(path).rgb:
+                return True
+        except UPFusionError:
+            continue
+    return False
 
 
 def read_manifest(
@@ -307,6 +356,14 @@ def read_manifest(
         expected = "a header row (a, b, modality_a, modality_b) and one row per pair"
         raise ManifestError([f"The manifest {manifest} is empty; give {expected}."])
     header = [cell.strip().lower() for cell in rows[0][1]]
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
+    if repeated:
+        names = ", ".join(repr(c) for c in repeated)
+        sentence = (
+            f"The manifest header names the column{'s' if len(repeated) > 1 else ''} {names} more than once, so it "
+            "is not clear which to use; keep one of each."
+        )
+        raise ManifestError([sentence])
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         columns = f"column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
@@ -329,7 +386,13 @@ def read_manifest(
             continue
         row = row + [""] * (len(header) - len(row))  # trailing empty cells may be left out
         cells = {column: cell.strip() for column, cell in zip(header, row)}
-        row_problems = []
+        row_problems = [
+            f"Row {number}: {column} holds a control character ({_control(cell)}); remove it."
+            for column, cell in cells.items() if column in known and _control(cell)
+        ]  # fmt: skip
+        if row_problems:
+            problems.extend(row_problems)
+            continue
         for column in REQUIRED_COLUMNS:
             if not cells[column]:
                 row_problems.append(f"Row {number} has no {column}; fill it in or delete the row.")
@@ -345,6 +408,15 @@ def read_manifest(
         if row_problems:
             continue
         a, b = (_resolve(cells[column], manifest.parent) for column in ("a", "b"))
+        colour = not output_format and not _holds_colour(_stem_and_extension(a)[1]) and _is_colour(a, b)
+        name = output_name(a, pair_id or None, output_format, colour=colour)
+        if len(os.fsencode(name)) > NAME_MAX:
+            what = "a shorter id" if pair_id else "a short id (the name of its file a is too long)"
+            problems.append(
+                f"Row {number}: the output name would be {len(os.fsencode(name))} bytes long, more than the "
+                f"{NAME_MAX} a file name may have; give the row {what}."
+            )
+            continue
         pairs.append(
             CohortPair(
                 row=number,
@@ -353,7 +425,7 @@ def read_manifest(
                 b=b,
                 modalities=(cells["modality_a"].upper(), cells["modality_b"].upper()),
                 prompt=cells.get("prompt") or None,
-                output=out_dir / output_name(a, pair_id or None, output_format),
+                output=out_dir / name,
                 output_format=output_format,
             )
         )
@@ -364,13 +436,27 @@ def read_manifest(
         if len(numbers) > 1:
             listed = ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
             problems.append(f"Rows {listed} would all write {output.name}; give them different id values.")
+    if not problems:
+        try:
+            inputs = [("the manifest", manifest)]
+            inputs += [(f"input {w} of row {p.row}", path) for p in pairs for w, path in (("a", p.a), ("b", p.b))]
+            outputs = [(f"the output of row {p.row}", p.output) for p in pairs]
+            check_paths(inputs, [*outputs, ("the batch report", out_dir / REPORT_NAME)])
+        except InputError as error:
+            problems.append(str(error))
     if problems:
         raise ManifestError(problems)
     for pair in pairs:
         for which, path in (("a", pair.a), ("b", pair.b)):
-            if not path.exists():
+            if path_kind(path) is None:
                 warnings.append(f"Row {pair.row}: file {which} {path} does not exist, so this pair will fail.")
     return pairs, warnings
+
+
+def _control(text: str) -> str:
+    """The first control character of ``text`` (a NUL byte, a line feed...) as ``repr`` shows it, or ``""``."""
+    found = next((c for c in text if ord(c) < 32 or ord(c) == 127), "")
+    return repr(found)[1:-1] if found else ""
 
 
 def _resolve(cell: str, folder: Path) -> Path:
@@ -410,11 +496,10 @@ def fuse_pair(pair: CohortPair, settings: EngineSettings, overwrite: bool = Fals
     started = time.perf_counter()
     outcome = PairOutcome(pair, "failed", worker=_worker_name())
     try:
-        engine = settings.engine()
-        a = read_image(pair.a, modality=pair.modalities[0])
-        b = read_image(pair.b, modality=pair.modalities[1])
-        result = engine.fuse(a, b, modalities=pair.modalities, prompt=pair.prompt, axis=settings.axis)
-        write_image(result.image, pair.output, overwrite=overwrite, format=pair.output_format)
+        options = {name: getattr(settings, name) for name in EngineOptions.names()}
+        result, _ = fuse_files(pair.a, pair.b, pair.output, overwrite=overwrite, modalities=pair.modalities,
+                               prompt=pair.prompt, axis=settings.axis, format=pair.output_format,
+                               **options)  # fmt: skip
         outcome.status, outcome.provenance = "done", json.loads(json.dumps(result.info, default=str))
     except UPFusionError as error:
         outcome.reason = str(error)
@@ -437,15 +522,20 @@ def _warm_worker(settings: EngineSettings, threads: int | None) -> str:
 # ---------------------------------------------------------------------- the batch
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder/.upfusion_batch.lock`` (released when the process ends, however)."""
+    """Hold an exclusive lock on ``folder`` itself (``flock`` of the folder; released when the process ends,
+    however), so that a batch leaves no lock file behind."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock
         yield
         return
-    with open(folder / LOCK_NAME, "a") as handle:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        raise InputError(os_error_sentence(error, folder)) from None
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise UPFusionError(
                 f"Another upfusion batch is writing into {folder}; wait for it to end or choose another output folder."
@@ -453,14 +543,16 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_partials(pairs: Sequence[CohortPair]) -> int:
     """Remove the staging folders that killed runs left for these outputs; returns how many."""
     removed = 0
     for pair in pairs:
-        for partial in pair.output.parent.glob(f".{pair.output.name}.*.partial"):
+        for partial in pair.output.parent.glob(f"{glob.escape(partial_prefix(pair.output))}*.partial"):
             shutil.rmtree(partial, ignore_errors=True)
             removed += 1
     return removed
@@ -562,11 +654,13 @@ def run_cohort(
         raise InputError("Give either a scheduler address or a number of local workers, not both.")
     settings = settings or EngineSettings()
     out_dir = Path(out_dir).expanduser().absolute()
+    if path_kind(out_dir) == "file":
+        raise InputError(f"The output folder {out_dir} is a file; give a folder (it is created if needed).")
     pairs, warnings = read_manifest(manifest, out_dir, output_format)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"Cannot create the output folder {out_dir} ({error.strerror}); choose another.") from None
+        raise InputError(os_error_sentence(error, out_dir)) from None
     with _folder_lock(out_dir):
         removed = _remove_partials(pairs)
         if removed:

@@ -5,7 +5,10 @@ Each sub-command lives in its own module of this package with two functions,
 in the order ``upfusion --help`` shows them.  What several commands share (the
 engine flags above all) is in :mod:`.options`.  Errors meant for people
 (:class:`~napari_upfusion.errors.UPFusionError`) are printed as one sentence
-with exit status 2; nothing else is caught.
+with exit status 2, and so are failures of the environment (out of memory, a
+library that cannot be loaded under a low ``ulimit -v``, an operating-system
+error); Ctrl-C exits with 130 and SIGTERM with 143 after every clean-up has run
+(:mod:`.signals`, the one policy for signals).  Nothing else is caught.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..errors import UPFusionError
+from ..errors import Terminated, UPFusionError
+from .signals import command_policy, environment_sentence, exit_status
 
 COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
 
@@ -36,17 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What an interrupted command says it left, unless it names its own (``_interrupted`` in its defaults).
+INTERRUPTED = "no file was left half-written."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``upfusion`` script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except UPFusionError as error:
-        print(f"upfusion: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("upfusion: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    args = None
+    with command_policy():
+        try:
+            args = build_parser().parse_args(argv)
+            return int(args._run(args) or 0)
+        except UPFusionError as error:
+            print(f"upfusion: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as stop:
+            what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+            note = getattr(args, "_interrupted", INTERRUPTED).format(**vars(args or argparse.Namespace()))
+            print(f"upfusion: {what}; {note}", file=sys.stderr)
+            return exit_status(stop)
+        except (MemoryError, ImportError, OSError) as error:
+            print(f"upfusion: error: {environment_sentence(error)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,8 +6,9 @@
 No logic here beyond printing: see :mod:`napari_upfusion.batch.cohort` for the
 manifest format, output names, resuming and the Dask options.  Exit status: 0
 when no pair failed, 1 when some did (their reasons are in the summary and
-the JSON report), 2 for a problem that stops the batch (bad manifest, model),
-130 when interrupted (run the same command again to resume).
+the JSON report), 2 for a problem that stops the batch (bad manifest, model, a
+full disk), 130 when interrupted with Ctrl-C and 143 with SIGTERM (run the same
+command again to resume).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_engine_options, add_output_format, engine_options, output_format
+from .options import add_engine_options, add_output_format, engine_options, output_format, whole_number
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,11 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster of this scheduler "
                        "(e.g. tcp://10.0.0.5:8786); paths must be valid on its workers")
-    where.add_argument("--local-workers", type=int, metavar="N", help="run on a local cluster of N worker processes "
+    where.add_argument("--local-workers", type=whole_number("--local-workers"), metavar="N", help="run on a local cluster of N worker processes "
                        "(default: one after the other in this process)")
     add_output_format(parser, "each output keeps a's format family")
     parser.add_argument("--force", action="store_true", help="fuse pairs again even if their output exists")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    parser.set_defaults(_interrupted="finished outputs are kept and {out}/upfusion_batch_report.json records them; "
+                        "run the same command again to resume.")  # fmt: skip
     return parser
 
 
@@ -66,17 +69,9 @@ def run(args: argparse.Namespace) -> int:
     def on_warning(sentence: str) -> None:
         print(f"upfusion: warning: {sentence}", file=sys.stderr)
 
-    try:
-        report = run_cohort(
-            args.manifest, args.out, settings=settings, scheduler=args.scheduler, local_workers=args.local_workers,
-            force=args.force, on_outcome=on_outcome, on_warning=on_warning, output_format=output_format(args),
-        )
-    except KeyboardInterrupt:
-        print(
-            f"upfusion: interrupted; finished outputs are kept and {args.out}/upfusion_batch_report.json records "
-            "them; run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return 130
+    report = run_cohort(
+        args.manifest, args.out, settings=settings, scheduler=args.scheduler, local_workers=args.local_workers,
+        force=args.force, on_outcome=on_outcome, on_warning=on_warning, output_format=output_format(args),
+    )  # fmt: skip
     print(format_summary(report))
     return 1 if report.counts()["failed"] else 0

@@ -28,12 +28,18 @@ def run(args: argparse.Namespace) -> int:
     from ..data.samples import brain_mri_pet
     from ..engine.api import FusionEngine
     from ..engine.io import write_image
+    from ..engine.validate import check_paths, path_kind
     from ..errors import InputError
     from ..evaluation.report import fusion_figures, metrics_record, metrics_table
     from ..utils.files import atomic_path, atomic_write_text
 
     out = args.out
-    if (out / "fused.nii.gz").exists() and not args.force:
+    names = ("fused.nii.gz", "mri.nii.gz", "pet.nii.gz", "montage.png", "metrics.txt", "metrics.json")
+    if path_kind(out) == "file":
+        raise InputError(f"--out {out} is a file; give a folder for the demo's files (it is created if needed).")
+    check_paths([("the model", args.model if path_kind(args.model) == "file" else None)],
+                [(f"the demo's {name}", out / name) for name in names])  # fmt: skip
+    if path_kind(out / "fused.nii.gz") is not None and not args.force:
         raise InputError(f"{out} already holds a demo; pass --force to overwrite it or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     pair = brain_mri_pet(voxel_mm=args.voxel_mm)
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
              "the axial slices, on a 0-255 grey scale.")  # fmt: skip
     atomic_write_text(out / "metrics.txt", f"{where}\n\n{table}\n")
     atomic_write_text(out / "metrics.json", json.dumps({**metrics_record(scores), "fusion": main.info}, indent=2))
-    written = [out / name for name in (*files, "montage.png", "metrics.txt", "metrics.json")]
+    written = [out / name for name in names]
     print(f"{where}\n\n{table}")
     print(f"\n{args.model}: {main.info['seconds']:.1f} s on {main.info['device']} ({main.info['precision']}); "
           f"wrote {', '.join(str(p) for p in written)}")  # fmt: skip

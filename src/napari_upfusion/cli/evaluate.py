@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..modalities import MODALITIES
-from .options import add_engine_options
+from .options import add_engine_options, whole_number
 
 DEFAULT_FUSERS = ["average", "maximum", "laplacian"]
 
@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "prompt for small)")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
     add_engine_options(parser, "device", "precision", device="cpu")
-    parser.add_argument("--digits", type=int, default=4, help="decimals printed (default: 4)")
+    parser.add_argument("--digits", type=whole_number("--digits", 0, maximum=12), default=4,
+                        help="decimals printed, 0 to 12 (default: 4)")
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..modalities import MODALITIES
@@ -54,41 +53,32 @@ def parse_window(text: str | None):
     return (level, width)
 
 
-def check_output(path: Path, force: bool) -> None:
-    """Refuse early (before any work) an existing output without --force or an unwritable folder."""
-    from ..errors import InputError
-
-    if path.exists() and not force:
-        raise InputError(f"{path} already exists; pass --force to overwrite it or choose another output name.")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"The output folder {folder} does not exist; create it first.")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"The output folder {folder} is not writable; choose another output path.")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..engine.api import get_engine
-    from ..engine.io import read_image, write_image
+    from ..engine.preflight import check_file_fusion
 
-    check_output(args.output, args.force)
-    a = read_image(args.a, modality=args.modalities[0])
-    b = read_image(args.b, modality=args.modalities[1])
-    engine = get_engine(**engine_options(args).as_kwargs())
+    settings = engine_options(args).as_kwargs()
+    window, format = parse_window(args.window), output_format(args)
+    check_file_fusion(args.a, args.b, args.output, overwrite=args.force, modalities=tuple(args.modalities),
+                      colormap=args.colormap, window=window, format=format, **settings)  # before PyTorch loads: at once  # fmt: skip
+    from ..engine.api import fuse_files
+
     with slice_progress("fusing", args.quiet) as progress:
-        result = engine.fuse(
-            a,
-            b,
+        result, written = fuse_files(
+            args.a,
+            args.b,
+            args.output,
+            overwrite=args.force,
+            format=format,
             modalities=tuple(args.modalities),
             prompt=args.prompt,
             axis=args.axis,
             colormap=args.colormap,
             color_output=False if args.grey else None,
-            window=parse_window(args.window),
+            window=window,
             register=args.register,
             progress=progress,
+            **settings,
         )
-    written = write_image(result.image, args.output, overwrite=args.force, format=output_format(args))
     info = result.info
     print(f"wrote {written} ({info['model']}, {info['device']}, {info['precision']}, {info['seconds']:.1f} s)")
     return 0

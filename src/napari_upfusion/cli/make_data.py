@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import whole_number
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..data.vocabulary import ANATOMIES, KINDS
@@ -21,10 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "manifest.",
     )
     p.add_argument("out_dir", help="folder for the .npz shards and manifest.json")
-    p.add_argument("--pairs", type=int, default=20000, help="number of pairs (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair stream (default 0)")
-    p.add_argument("--size", type=int, default=128, help="side of each square image in pixels (default 128)")
-    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard (default 1000)")
+    p.add_argument("--pairs", type=whole_number("--pairs"), default=20000, help="number of pairs (default 20000)")
+    p.add_argument("--seed", type=whole_number("--seed", 0), default=0, help="seed of the pair stream (default 0)")
+    p.add_argument("--size", type=whole_number("--size", 32, maximum=1024), default=128,
+                   help="side of each square image in pixels, 32 to 1024 (default 128)")
+    p.add_argument("--shard-size", type=whole_number("--shard-size"), default=1000, help="pairs per shard (default 1000)")
     p.add_argument(
         "--kinds",
         nargs="+",
@@ -47,6 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import make_dataset
+    from ..engine.validate import path_kind
+    from ..errors import InputError
+
+    if path_kind(args.out_dir) == "file":
+        raise InputError(f"{args.out_dir} is a file; give a folder for the shards (it is created if needed).")
 
     manifest = make_dataset(
         args.out_dir, args.pairs, args.seed, args.size, args.kinds, args.shard_size, progress=True,

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..engine.options import EngineOptions
+from ..engine.options import PRECISION_NAMES, EngineOptions
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -26,26 +27,44 @@ __all__ = [
     "add_output_format",
     "batch_size",
     "engine_options",
+    "number",
     "output_format",
     "slice_progress",
     "whole_number",
 ]
 
 #: ``--precision`` choices of every command that fuses (see :class:`~napari_upfusion.engine.options.EngineOptions`).
-PRECISION_CHOICES = ["auto", "fp32", "tf32", "bf16", "fp16"]
+PRECISION_CHOICES = list(PRECISION_NAMES)
 
 
-def whole_number(flag: str, minimum: int = 1, multiple: int = 1) -> Callable[[str], int]:
-    """An argparse ``type`` for ``flag``: a whole number of at least ``minimum``, a multiple of ``multiple``."""
+def whole_number(flag: str, minimum: int = 1, multiple: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for ``flag``: a whole number from ``minimum`` to ``maximum``, a multiple of ``multiple``."""
 
     def parse(text: str) -> int:
         try:
             value: int | None = int(text)
         except ValueError:
             value = None
-        if value is None or value < minimum or value % multiple:
-            need = f"a whole number of at least {minimum}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        if value is None or value < minimum or (maximum is not None and value > maximum) or value % multiple:
+            need = f"a whole number of at least {minimum}" + (f" and at most {maximum}" if maximum is not None else "")
+            need += f" and a multiple of {multiple}" if multiple > 1 else ""
             raise argparse.ArgumentTypeError(f"{flag} must be {need}, not {text!r}")
+        return value
+
+    return parse
+
+
+def number(flag: str, above: float, maximum: float) -> Callable[[str], float]:
+    """An argparse ``type`` for ``flag``: a finite number greater than ``above`` and at most ``maximum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and above < value <= maximum):
+            raise argparse.ArgumentTypeError(f"{flag} must be a number greater than {above:g} and at most {maximum:g}, "
+                                             f"not {text!r}")  # fmt: skip
         return value
 
     return parse

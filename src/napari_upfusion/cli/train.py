@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import whole_number
+from .options import number, whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=d.crop,
         help="training crop size in pixels (a multiple of 8)",
     )
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=number("--lr", 0, 10), default=d.lr, help="peak learning rate, above 0 and at most 10")
+    p.add_argument("--seed", type=whole_number("--seed", 0), default=d.seed)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision, help="autocast precision on the CPU or GPU")
     p.add_argument("--loss", choices=LOSS_NAMES, default=d.loss,
                    help="training loss: the authors' (default), or 'edges': each edge's signed gradient and, half-way, the "

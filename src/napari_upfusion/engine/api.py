@@ -8,9 +8,13 @@ other way round).
 Pipeline: validate (:mod:`.validate`) -> put ``b`` on ``a``'s grid -> split
 colour into Y and chroma -> map each input's intensities to ``[0, 1]``
 (:mod:`.intensity`) -> fuse slice by slice along ``axis``
-(:class:`~.runner.SliceRunner`) -> put chroma back -> record how it was made
-(:mod:`.provenance`).  The result is float32 in ``[0, 1]`` with ``a``'s shape
-(plus a trailing RGB axis when the output is in colour) and ``a``'s geometry.
+(:class:`~.runner.SliceRunner`), every batch checked to be finite and in
+``[0, 1]`` (:func:`~.validate.check_result`) -> put chroma back -> record how it
+was made (:mod:`.provenance`).  The result is float32 in ``[0, 1]`` with ``a``'s
+shape (plus a trailing RGB axis when the output is in colour) and ``a``'s geometry.
+
+:func:`fuse_files` is the same from files to a file, with every check of the paths,
+the headers and the output done before the model is loaded or a pixel is read.
 
 Dask (or zarr) inputs, bare or inside an ``ImageData``, take the lazy path
 (:mod:`.lazy`): one global intensity range per volume is computed first, and the
@@ -21,14 +25,16 @@ matching grids only).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,9 +50,11 @@ from . import color as colour
 from .cpu_graph import GraphFuser, resolve_cpu_path
 from .geometry import match_grids
 from .image import ImageData, is_lazy_array
-from .intensity import apply_range, intensity_range
+from .intensity import apply_range, intensity_range, window_range
+from .io import read_image, write_image
 from .lazy import SlabFuser, as_lazy_image, fuse_slabs, lazy_ranges
 from .options import EngineOptions, takes_engine_options
+from .preflight import check_file_fusion
 from .provenance import FusionResult, fusion_record, result_metadata
 from .registry import available_fusers, build_fuser, uses_text
 from .runner import (
@@ -66,12 +74,15 @@ from .validate import (
     check_host_memory,
     check_lazy_pair,
     check_modalities,
+    check_output,
+    check_overlap,
     check_pair,
+    check_result,
     check_slice_index,
     slice_axis,
 )
 
-__all__ = ["FusionEngine", "FusionResult", "fuse", "get_engine"]
+__all__ = ["FusionEngine", "FusionResult", "fuse", "fuse_files", "get_engine"]
 
 
 @dataclass
@@ -191,9 +202,12 @@ class FusionEngine:
         return prompt, self.prompt_code(prompt)
 
     def slice_runner(self) -> SliceRunner:
-        """A :class:`~.runner.SliceRunner` for this engine's fuser, device, precision, batch size and compiled fuser."""
+        """A :class:`~.runner.SliceRunner` for this engine's fuser (its ONNX Runtime graph on that path), device,
+        precision, batch size and compiled fuser, which checks every fused batch (:func:`~.validate.check_result`,
+        naming this engine's model)."""
         fuser = self.graph if self.graph is not None else self.fuser
-        return SliceRunner(fuser, self.device, self.precision, self.batch_size, compiled=self.compiled)
+        check = functools.partial(check_result, model=self.model_name)
+        return SliceRunner(fuser, self.device, self.precision, self.batch_size, compiled=self.compiled, check=check)
 
     @property
     def cpu_path(self) -> str:
@@ -222,6 +236,8 @@ class FusionEngine:
         """Fuse ``a`` (anatomical / visible) with ``b``; see :func:`fuse` for every argument."""
         started = time.perf_counter()
         modalities = (modalities[0].upper(), modalities[1].upper())
+        if window is not None:
+            window_range(window)
         if any(is_lazy_array(x.array if isinstance(x, ImageData) else x) for x in (a, b)):
             return self._fuse_lazy(a, b, modalities, prompt, axis, colormap, window, register, progress, cancel,
                                    started)  # fmt: skip
@@ -264,14 +280,19 @@ class FusionEngine:
         """
         started = time.perf_counter()
         modalities = (modalities[0].upper(), modalities[1].upper())
+        if window is not None:
+            window_range(window)
         if any(is_lazy_array(x.array if isinstance(x, ImageData) else x) for x in (a, b)):
             raise InputError("A one-slice preview needs images in memory, not dask or zarr arrays; fuse the volume.")
         return self._fuse(a, b, int(index), modalities, prompt, axis, colormap, color_output, window, register,
                           None, None, started)  # fmt: skip
 
     def _fuse(self, a, b, index, modalities, prompt, axis, colormap, color_output, window, register, progress, cancel,
-              started) -> FusionResult:  # fmt: skip
-        """The in-memory pipeline of the module docstring, for the whole pair or (``index``) one slice of it."""
+              started, before: Callable[[tuple[int, ...], bool], None] | None = None) -> FusionResult:  # fmt: skip
+        """The in-memory pipeline of the module docstring, for the whole pair or (``index``) one slice of it.
+
+        ``before(shape, colour)`` is called with the result's spatial shape and whether it is in colour
+        once both are known, before the network runs (:func:`fuse_files` checks its output there)."""
         img_a, img_b = as_image(a, "a", modalities[0]), as_image(b, "b", modalities[1])
         check_pair(img_a, img_b, modalities)
         ndim = img_a.ndim
@@ -281,11 +302,16 @@ class FusionEngine:
             check_slice_index(img_a.shape, axis, index)
             part = lambda x: x[(slice(None),) * axis + (slice(index, index + 1),)]
         else:
-            check_host_memory(img_a, img_a.rgb or img_b.rgb or colormap is not None)
+            check_host_memory(img_a.shape, img_a.rgb or img_b.rgb or colormap is not None)
+        if not register:
+            check_overlap(img_a, img_b)
         img_b = match_grids(img_a, img_b, register=register)
         prompt, code = self.text(modalities, prompt)
         prep_a = _split_colour(img_a, modalities[0], window if modalities[0] == "CT" else None, None, part)
         prep_b = _split_colour(img_b, modalities[1], window if modalities[1] == "CT" else None, colormap, part)
+        if before is not None:
+            colour_out = (prep_b.chroma is not None or prep_a.chroma is not None) and color_output is not False
+            before(img_a.shape, colour_out)
         runner = self.slice_runner()
         stack = runner.run(to_slices(prep_a.luma, axis), to_slices(prep_b.luma, axis), code, progress, cancel)
         luma = from_slices(stack, ndim, axis)
@@ -356,6 +382,74 @@ def get_engine(*args: Any, **kwargs: Any) -> FusionEngine:
 
 _SIGNATURE = inspect.signature(EngineOptions).replace(return_annotation=FusionEngine)
 get_engine.__signature__ = _SIGNATURE  # type: ignore[attr-defined]  # help() shows the options
+
+
+@takes_engine_options
+def fuse_files(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    modalities: tuple[str, str] = ("MRI", "PET"),
+    prompt: str | None = None,
+    axis: int = 0,
+    colormap: str | None = None,
+    color_output: bool | None = None,
+    window: str | tuple[float, float] | None = None,
+    register: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | Callable[[], bool] | None = None,
+    inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    format: str | None = None,
+    **options: Any,
+) -> tuple[FusionResult, Path]:
+    """Fuse two image files (or DICOM folders) into one output file, checking everything that can be checked first.
+
+    Before the model is loaded or a pixel is read, :func:`~.preflight.check_file_fusion`: no output
+    is an input (``a``, ``b``, a checkpoint or CLIP weights given by path, and ``inputs``), ``a`` and
+    ``b`` are not the same image, their headers are readable, the output can be written and its
+    format holds a volume of ``a``'s shape, and the fusion fits in free memory.  Once both images
+    are read, and before the network runs, the output is checked again knowing whether the result
+    is in colour (NIfTI holds no colour).
+    The output is written atomically (:func:`~.io.write_image`).
+
+    Parameters
+    ----------
+    a, b
+        Input files or DICOM folders, as for :func:`~.io.read_image`.
+    output
+        The output file, whose format follows its extension; with ``format="dicom"`` the
+        folder that receives a new DICOM series.
+    overwrite
+        Replace an existing output file.
+    modalities, prompt, axis, colormap, color_output, window, register, progress, cancel
+        As for :func:`fuse`.
+    inputs
+        More ``(label, path)`` inputs the output must not overwrite (a batch's manifest).
+    format
+        A format's name (``"dicom"``, ...), as for :func:`~.io.write_image`; None: the extension decides.
+    model, device, precision, batch_size, clip_weights, compile
+        The engine options, as for :func:`fuse`.
+
+    Returns
+    -------
+    (FusionResult, pathlib.Path)
+        The result and the path written.
+    """
+    settings = EngineOptions(**options)
+    modalities = (modalities[0].upper(), modalities[1].upper())
+    check_file_fusion(a, b, output, overwrite=overwrite, modalities=modalities, colormap=colormap, window=window,
+                      inputs=inputs, format=format, **settings.as_kwargs())  # fmt: skip
+    engine = get_engine(**settings.as_kwargs())
+    image_a, image_b = read_image(a, modality=modalities[0]), read_image(b, modality=modalities[1])
+
+    def before(shape: tuple[int, ...], colour: bool) -> None:
+        check_output(output, shape=shape, rgb=colour, overwrite=overwrite, format=format)
+
+    result = engine._fuse(image_a, image_b, None, modalities, prompt, axis, colormap, color_output, window, register,
+                          progress, cancel, time.perf_counter(), before)  # fmt: skip
+    return result, write_image(result.image, output, overwrite=overwrite, format=format)
 
 
 @takes_engine_options

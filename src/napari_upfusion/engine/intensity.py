@@ -36,9 +36,11 @@ __all__ = [
     "VolumeStatistics",
     "apply_range",
     "as_float32",
+    "check_percentiles",
     "intensity_range",
     "looks_like_hounsfield",
     "normalize",
+    "window_range",
 ]
 
 #: Named CT windows as ``(level, width)`` in Hounsfield units.
@@ -56,17 +58,36 @@ def looks_like_hounsfield(minimum: float) -> bool:
     return minimum < -100.0
 
 
-def _window_range(window: str | tuple[float, float]) -> tuple[float, float]:
+def window_range(window: str | tuple[float, float]) -> tuple[float, float]:
+    """The ``(low, high)`` HU of a CT window given by name or as ``(level, width)``; anything else (an unknown
+    name, NaN or infinite numbers, a width that is not positive) is refused in one sentence."""
     if isinstance(window, str):
         try:
             level, width = CT_WINDOWS[window]
         except KeyError:
             raise InputError(f"Unknown CT window {window!r}; use one of {', '.join(CT_WINDOWS)} or (level, width).") from None
     else:
-        level, width = (float(v) for v in window)
-    if width <= 0:
-        raise InputError(f"The CT window width must be positive, got {width}.")
+        try:
+            level, width = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise InputError(f"A CT window is a name or two numbers (level, width) in HU, not {window!r}.") from None
+    if not (np.isfinite(level) and np.isfinite(width) and 0 < width and abs(level) + width < 1e7):
+        raise InputError(
+            f"The CT window needs a finite level and a positive finite width in HU (within +-1e7), got level {level} "
+            f"and width {width}."
+        )
     return level - width / 2, level + width / 2
+
+
+def check_percentiles(percentiles: tuple[float, float]) -> tuple[float, float]:
+    """``(low, high)`` percentiles checked: finite numbers with ``0 <= low < high <= 100``."""
+    try:
+        low, high = (float(v) for v in percentiles)
+    except (TypeError, ValueError):
+        raise InputError(f"percentiles are two numbers (low, high), not {percentiles!r}.") from None
+    if not (0 <= low < high <= 100):
+        raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got ({low}, {high}).")
+    return low, high
 
 
 class VolumeStatistics(Protocol):
@@ -138,8 +159,8 @@ def intensity_range(
     if volume.dtype == np.uint8:
         return 0.0, 255.0
     if modality.upper() == "CT" and (window is not None or looks_like_hounsfield(volume.minimum())):
-        return _window_range(window or "fusion")
-    low, high = volume.percentiles(percentiles)
+        return window_range(window or "fusion")
+    low, high = volume.percentiles(check_percentiles(percentiles))
     if high <= low:  # (nearly) constant: fall back to the full range, then to zeros
         low, high = volume.minimum(), volume.maximum()
     return low, high

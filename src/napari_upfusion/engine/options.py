@@ -21,9 +21,12 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["EngineOptions", "takes_engine_options"]
+__all__ = ["PRECISION_NAMES", "EngineOptions", "takes_engine_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every ``precision`` an engine takes (see :class:`EngineOptions`).
+PRECISION_NAMES = ("auto", "fp32", "tf32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,17 @@ class EngineOptions:
     clip_weights: str | os.PathLike[str] | None = None
     compile: bool = False
     cpu_path: str = "auto"
+
+    def __post_init__(self) -> None:
+        from ..errors import InputError
+
+        size = self.batch_size
+        if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise InputError(f"batch_size must be 'auto' or a whole number of at least 1, not {size!r}.")
+        if self.precision not in PRECISION_NAMES:
+            raise InputError(f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISION_NAMES)}.")
+        if not isinstance(self.compile, bool):
+            raise InputError(f"compile must be True or False, not {self.compile!r}.")
 
     def cache_key(self) -> tuple | None:
         """What engines are cached by (:func:`~napari_upfusion.engine.api.get_engine`); ``None`` for a module,

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import FusionCancelled, UPFusionError
 from ..model.runtime import RuntimeHints
+from .validate import free_host_bytes
 
 __all__ = [
     "CANCELLED",
@@ -62,15 +63,27 @@ class CancelToken(Protocol):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; an unavailable CUDA request is an error."""
+    """``"auto"`` picks CUDA when present, else the CPU; ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` are taken as
+    given.  Any other device (``meta``, ``mps``, ``xla``, a typo) and a CUDA GPU that is not here are refused
+    in one sentence."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UPFusionError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.") from None
+    except (RuntimeError, TypeError, ValueError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index):
+        raise UPFusionError(
+            f"Unknown device {str(device)!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N' (this tool runs on CPUs and "
+            "CUDA GPUs)."
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UPFusionError("CUDA was requested but no CUDA GPU is available here; use device='cpu' or 'auto'.")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise UPFusionError(
+            f"CUDA GPU {resolved.index} was requested but this machine has {torch.cuda.device_count()}; use "
+            f"one of {', '.join(device_choices()[2:])}."
+        )
     return resolved
 
 
@@ -227,12 +240,7 @@ def available_bytes(device: torch.device) -> int:
     """Free memory on ``device`` (host RAM for the CPU), in bytes."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil ships with napari
-        return 4 << 30
+    return free_host_bytes()
 
 
 def estimate_slice_bytes(fuser: nn.Module, height: int, width: int, precision: str) -> int:
@@ -262,8 +270,10 @@ class SliceRunner:
     that one compiled graph serves a whole volume, and on any failure other than
     out-of-memory the runner falls back to ``fuser`` for good (the reason is kept
     in ``compile_error``).  ``streams`` slices run side by side on the CPU (see
-    :meth:`streams_for`).  After :meth:`run`, ``batch_size_used`` holds the
-    batch size that finally worked.
+    :meth:`streams_for`).  ``check`` is called on every fused batch (a numpy
+    ``[B, H, W]`` array) and may raise, which stops the run at once: the engine's
+    result check (:func:`~.validate.check_result`).  After :meth:`run`,
+    ``batch_size_used`` holds the batch size that finally worked.
     """
 
     fuser: nn.Module
@@ -275,6 +285,7 @@ class SliceRunner:
     channels_last: bool | None = None
     compiled: nn.Module | None = None
     streams: int | str = "auto"
+    check: Callable[[np.ndarray], None] | None = None
 
     def __post_init__(self) -> None:
         self.batch_size_used: int | None = None
@@ -399,7 +410,10 @@ class SliceRunner:
                     ) from None
                 batch = max(1, batch // 2)
                 continue
-            out[index] = fused.squeeze(1).cpu().numpy()
+            values = fused.squeeze(1).cpu().numpy()
+            if self.check is not None:
+                self.check(values)
+            out[index] = values
             position += len(index)
             report.add(len(index))
         return batch
@@ -408,16 +422,25 @@ class SliceRunner:
         """Fuse single slices on ``streams`` threads of one core each; returns the slices left undone.
 
         Stops early on cancellation (raised) or out-of-memory (the rest then runs
-        one slice at a time in :meth:`_run_batches`).
+        one slice at a time in :meth:`_run_batches`).  The threads are never left
+        running: an exception in the waiting thread (Ctrl-C, SIGTERM) stops them
+        after their current slice and waits for them before it goes on.
         """
         total = out.shape[0]
         done = np.zeros(total, dtype=bool)
         lock = threading.Lock()
         queue = iter(range(total))
         failure: list[BaseException] = []
+        stop = threading.Event()
 
         def work() -> None:
-            while not failure:
+            try:
+                fuse_queue()
+            finally:
+                finished.release()
+
+        def fuse_queue() -> None:
+            while not failure and not stop.is_set():
                 with lock:
                     index = next(queue, None)
                 if index is None:
@@ -427,26 +450,54 @@ class SliceRunner:
                     return
                 try:
                     fused = self.fuse_batch(host_a[index][None, None], host_b[index][None, None], code)
+                    values = fused[0, 0].numpy()
+                    if self.check is not None:
+                        self.check(values[None])
                 except BaseException as error:  # noqa: BLE001 - handed to the calling thread below
                     failure.append(error)
                     return
-                out[index] = fused[0, 0].numpy()
+                out[index] = values
                 done[index] = True
                 report.add(1)
 
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // streams))
+        finished = threading.Semaphore(0)  # released by each thread as its work ends
+        workers = [threading.Thread(target=work, name=f"upfusion-stream-{i}") for i in range(streams)]
+        waited = 0
         try:
-            workers = [threading.Thread(target=work, daemon=True) for _ in range(streams)]
             for worker in workers:
                 worker.start()
-            for worker in workers:
-                worker.join()
+            while waited < streams:
+                finished.acquire()
+                waited += 1
+        except BaseException:
+            stop.set()
+            _wait_for(finished, sum(w.ident is not None for w in workers) - waited)
+            raise
         finally:
             torch.set_num_threads(threads)
+        for worker in workers:
+            worker.join()
         if failure and not is_out_of_memory(failure[0]):
             raise failure[0]
         return [int(i) for i in np.flatnonzero(~done)]
+
+
+def _wait_for(finished: threading.Semaphore, count: int) -> None:
+    """Wait until ``count`` more stream threads have ended their work, whatever interrupts the wait.
+
+    A semaphore, not ``Thread.join``: an exception (Ctrl-C) inside ``join`` makes Python 3.11 and
+    3.12 take a running thread for ended (``_wait_for_tstate_lock`` releases the thread's own lock),
+    so the interpreter would exit under a thread still inside torch and abort with ``terminate
+    called without an active exception``.
+    """
+    while count > 0:
+        try:
+            finished.acquire()
+            count -= 1
+        except BaseException:  # noqa: BLE001, S112 - a second Ctrl-C must not leave a thread running inside torch
+            continue
 
 
 class _Progress:

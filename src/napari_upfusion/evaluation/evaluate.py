@@ -40,8 +40,11 @@ from torch import nn
 from ..engine.api import FusionEngine
 from ..engine.image import ImageData
 from ..engine.io import read_image, write_image
+from ..engine.registry import available_fusers
+from ..engine.validate import check_distinct_files, check_paths, path_kind
 from ..errors import InputError
 from ..utils.colour import LUMA_WEIGHTS
+from ..utils.files import os_error_sentence
 from .metrics import METRIC_NAMES, evaluate, round_grey
 
 __all__ = ["evaluate_pairs", "format_table", "luma_255", "matched_pairs", "read_luma"]
@@ -60,7 +63,7 @@ def matched_pairs(a_dir: str | os.PathLike[str], b_dir: str | os.PathLike[str]) 
     """
     names = []
     for folder in (Path(a_dir), Path(b_dir)):
-        if not folder.is_dir():
+        if path_kind(folder) != "dir":
             raise InputError(f"{folder} is not a folder; give two folders of same-named PNG images.")
         found = {p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
         if not found:
@@ -116,6 +119,24 @@ def _engines(
     return {name: FusionEngine(model, device=device, precision=precision) for name, model in items}
 
 
+def _output_folders(
+    save_dir: str | os.PathLike[str] | None,
+    fusers: Sequence[str] | Mapping[str, nn.Module],
+    names: Sequence[str],
+    folders: Sequence[tuple[str, str | os.PathLike[str]]],
+) -> dict[str, Path]:
+    """``{fuser: save_dir/<fuser folder>}``, every output checked against the inputs before any work."""
+    if save_dir is None:
+        return {}
+    if path_kind(save_dir) == "file":
+        raise InputError(f"--save {save_dir} is a file; give a folder (it is created if needed).")
+    out_dirs = {fuser: Path(save_dir) / Path(os.fspath(fuser)).name for fuser in fusers}
+    inputs = [*folders, *((f"the image {n} of {label}", Path(d) / n) for label, d in folders for n in names)]
+    inputs += [("the checkpoint", f) for f in fusers if isinstance(f, str) and f not in available_fusers()]
+    check_paths(inputs, [("the fused image", folder / n) for folder in out_dirs.values() for n in names])
+    return out_dirs
+
+
 # ----------------------------------------------------------------------------- the evaluation
 def evaluate_pairs(
     a_dir: str | os.PathLike[str],
@@ -145,7 +166,8 @@ def evaluate_pairs(
         prompt for CLIP-conditioned networks, the pair's built-in prompt for ``small``).
     save_dir
         If given, each fused image is written to ``save_dir/<fuser>/<name>.png``
-        (8-bit; in colour when a source was in colour).
+        (8-bit; in colour when a source was in colour; a checkpoint path's fuser folder is its
+        file name).  No output may be an input or lie in an input folder.
     device, precision
         Where and how the fusers run.
     progress
@@ -155,14 +177,27 @@ def evaluate_pairs(
     -------
     ``{fuser: {metric: mean over the pairs}}`` with the metrics in
     :data:`~napari_upfusion.evaluation.metrics.METRIC_NAMES` order.
+
+    Raises
+    ------
+    InputError
+        Before any work: a missing folder or partner, a pair whose two images are the same
+        (:func:`~napari_upfusion.engine.validate.check_distinct_files`), an output that would
+        overwrite an input (:func:`~napari_upfusion.engine.validate.check_paths`), a ``save_dir``
+        that is a file or cannot be created.
     """
     names = matched_pairs(a_dir, b_dir)
+    if os.path.samefile(a_dir, b_dir):
+        raise InputError(f"A_DIR and B_DIR are the same folder ({a_dir}); give the folder of each modality.")
+    for name in names:
+        check_distinct_files(Path(a_dir) / name, Path(b_dir) / name, what=f"The two images of the pair {name}")
+    out_dirs = _output_folders(save_dir, fusers, names, [("A_DIR", a_dir), ("B_DIR", b_dir)])
     engines = _engines(fusers, device, precision)
-    out_dirs: dict[str, Path] = {}
-    if save_dir is not None:
-        for name in engines:
-            out_dirs[name] = Path(save_dir) / name
-            out_dirs[name].mkdir(parents=True, exist_ok=True)
+    for name, folder in out_dirs.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(os_error_sentence(error, folder)) from None
 
     sums = {name: dict.fromkeys(METRIC_NAMES, 0.0) for name in engines}
     for index, file_name in enumerate(names):

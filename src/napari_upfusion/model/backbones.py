@@ -38,6 +38,7 @@ from .checkpoint.convert import efficientnet_pytorch_to_timm
 
 __all__ = [
     "PRETRAINED_SOURCES",
+    "SUPPORTED_BACKBONES",
     "PretrainedSource",
     "build_backbone",
     "load_pretrained_backbone",
@@ -45,13 +46,33 @@ __all__ = [
 ]
 
 
+#: The timm architectures SCPM may use, by timm's plain names: the authors' ConvNeXt-Base, the smaller
+#: ConvNeXts of the same design (tests, small configs) and EfficientNet-Lite0 (``small``).  A config or a
+#: checkpoint naming anything else is refused before anything is built: a hub name (``hf-hub:...``,
+#: ``timm/...``) would make timm fetch its configuration from the network even without pretrained weights.
+SUPPORTED_BACKBONES: tuple[str, ...] = (
+    "convnext_atto",
+    "convnext_femto",
+    "convnext_pico",
+    "convnext_nano",
+    "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
+    "tf_efficientnet_lite0",
+)
+
+
 def build_backbone(name: str, num_classes: int = 0) -> nn.Module:
     """A timm trunk by name, without pretrained weights (and without a classifier by default).
 
-    Weights come from the UP-Fusion checkpoint or a :data:`PRETRAINED_SOURCES`
-    entry, never from the network.  ConvNeXt's head (final norm and classifier)
-    is dropped, as the authors' torchvision ``features`` trunk has none.
+    Only :data:`SUPPORTED_BACKBONES` are built.  Weights come from the UP-Fusion checkpoint
+    or a :data:`PRETRAINED_SOURCES` entry, never from the network: ``pretrained=False`` and
+    a plain timm name mean timm touches neither its hub nor huggingface_hub.  ConvNeXt's
+    head (final norm and classifier) is dropped, as the authors' torchvision ``features``
+    trunk has none.
     """
+    if name not in SUPPORTED_BACKBONES:
+        raise CheckpointError(f"The backbone {name!r} is not one this tool builds; use one of {', '.join(SUPPORTED_BACKBONES)}.")
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if num_classes == 0 and name.startswith("convnext"):
         model.head = nn.Identity()  # forward_features stops before the head; drop its parameters too

@@ -69,8 +69,9 @@ class RuntimeHints:
             raise ValueError(f"cpu_precision must be 'fp32' or 'bf16', not {self.cpu_precision!r}.")
         if self.gpu_precision not in ("fp32", "tf32", "bf16", "fp16"):
             raise ValueError(f"gpu_precision must be 'fp32', 'tf32', 'bf16' or 'fp16', not {self.gpu_precision!r}.")
-        if int(self.cpu_streams) < 1:
-            raise ValueError(f"cpu_streams must be at least 1, not {self.cpu_streams}.")
+        streams = self.cpu_streams
+        if isinstance(streams, bool) or not isinstance(streams, int) or not 1 <= streams <= 64:
+            raise ValueError(f"cpu_streams must be a whole number from 1 to 64, not {streams!r}.")
         if self.cpu_path not in ("eager", "onnx"):
             raise ValueError(f"cpu_path must be 'eager' or 'onnx', not {self.cpu_path!r}.")
 

@@ -36,12 +36,13 @@ import numpy as np
 import torch
 
 from ..engine.runner import resolve_device
+from ..engine.validate import check_paths, path_kind
 from ..errors import InputError, WeightsNotFoundError
 from ..model import UPFusion, UPFusionConfig, create_model, read_checkpoint_file, save_checkpoint
 from ..model.factory import config_from, list_configs
 from ..model.text.codes import PromptCode, clip_prompt_code
 from ..model.text.prompts import AUTHORS_PROMPT, DEFAULT_PROMPTS
-from ..utils.files import atomic_path
+from ..utils.files import atomic_path, os_error_sentence
 from .loss import LOSSES
 from .settings import TrainSettings
 
@@ -172,7 +173,17 @@ def train(
         cfg = dataclasses.replace(cfg, backbone_weights=None)
     clip = _clip_code(cfg, s) if cfg.text_encoder != "prompt-table" else None  # refuse before any work
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if path_kind(out) == "file":
+        raise InputError(f"{out} is a file; give a folder for the training's checkpoints (it is created if needed).")
+    config_file = s.config if str(s.config).endswith(".json") else None
+    check_paths(
+        [("--init-from", s.init_from), ("the config file", config_file), ("the CLIP weights", s.clip_weights)],
+        [("the training state", out / "last.pt"), ("the trained weights", out / f"upfusion_{cfg.name}.safetensors")],
+    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(os_error_sentence(error, out)) from None
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)

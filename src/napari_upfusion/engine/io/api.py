@@ -7,9 +7,10 @@ Formats (the registry is :mod:`.formats`)
 - MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) through
   SimpleITK, keeping spacing, origin and direction (:mod:`.sitk`).
 - DICOM files (``.dcm`` or any file with the DICOM preamble) and DICOM series
-  folders (the largest series in the folder) through SimpleITK, with the headers
-  a derived series needs (pydicom); written with ``format="dicom"`` as a new
-  series in a folder, linked to the series the image came from (:mod:`.dicom`).
+  folders (one series per folder) through SimpleITK after pydicom's checks
+  (:mod:`.sitk`), with the headers a derived series needs (pydicom); written with
+  ``format="dicom"`` as a new series in a folder, linked to the series the image
+  came from (:mod:`.dicom`).
 - PNG, TIFF, JPEG (2-D; TIFF also 3-D stacks) through imageio and tifffile, without
   physical geometry (:mod:`.plain`).
 
@@ -24,7 +25,13 @@ Data types when writing
   refused by PNG and JPEG.  Integers go to PNG as uint8/uint16 and to JPEG as
   uint8 when their values fit; TIFF keeps them as they are.
 
-Writes are atomic (:func:`~.staging.staged_output`): on any failure nothing is left
+Headers first: :func:`read_image` reads what a file declares (:func:`image_header`)
+and refuses from it, before reading any pixel, what cannot be read (4-D data, vector
+images that are not colour, TIFF pages of different sizes, several DICOM series, a
+truncated file) or would not fit in free memory.
+
+Writes are checked before anything is written (:func:`~napari_upfusion.engine.validate.check_output`)
+and atomic (:func:`~.staging.staged_output`): on any failure nothing is left
 behind and an existing file is untouched; an existing file is only replaced with
 ``overwrite=True``.  An image whose array is lazy (dask) is written slab by slab:
 NIfTI and zarr (``.zarr``) are streamed, other formats computed whole first.
@@ -39,22 +46,82 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ...utils.files import os_error_sentence, short_path
 from ..image import ImageData, is_lazy_array
+from ..validate import check_output, check_read_size, path_kind
 from .dicom import read_dicom_series
-from .formats import FORMATS, SUPPORTED_EXTENSIONS, extension, format_of, is_dicom_file, output_format
+from .formats import FORMATS, SUPPORTED_EXTENSIONS, Format, extension, format_of, is_dicom_file, output_format
+from .header import ImageHeader
 from .nifti import read_nifti
+from .sitk import header_dicom
 from .staging import staged_output
 from .zarr_array import open_zarr, write_zarr
 
-__all__ = ["open_lazy", "read_image", "write_image"]
+__all__ = ["image_header", "open_lazy", "read_image", "write_image"]
 
 
 def _missing(path: Path) -> InputError:
-    return InputError(f"{path} does not exist; check the path and try again.")
+    return InputError(f"{short_path(path)} does not exist; check the path and try again.")
 
 
 def _unreadable(path: Path, fmt: str) -> InputError:
-    return InputError(f"{path} is not a readable {fmt} image; check that the file is complete.")
+    return InputError(f"{short_path(path)} is not a readable {fmt} image; check that the file is complete.")
+
+
+def _reader(path: Path) -> tuple[Format | None, str]:
+    """The format of an existing input (``None`` for a DICOM folder) and its name; a missing path is refused."""
+    kind = path_kind(path)
+    if kind is None:
+        raise _missing(path)
+    if kind == "dir":
+        return None, "DICOM"
+    try:
+        unknown = extension(path) not in SUPPORTED_EXTENSIONS
+        found = FORMATS["DICOM"] if unknown and is_dicom_file(path) else format_of(path)
+    except OSError as error:
+        raise InputError(os_error_sentence(error, path)) from None
+    return found, found.name
+
+
+def _guarded(path: Path, fmt: str, step, *args):
+    """``step(*args)``, its failures put in one sentence: ours as they are, an OSError by its errno, any other
+    failure of a library as "not a readable image"."""
+    try:
+        return step(*args)
+    except InputError:
+        raise
+    except OSError as error:
+        if error.errno is not None:
+            raise InputError(os_error_sentence(error, path)) from None
+        raise _unreadable(path, fmt) from error
+    except Exception as error:
+        raise _unreadable(path, fmt) from error
+
+
+def image_header(path: str | os.PathLike[str]) -> ImageHeader:
+    """What an image file or DICOM folder declares (shape, colour, data type, memory to read), without its pixels.
+
+    Refuses, in one sentence each, what :func:`read_image` would refuse from the header:
+    a missing path, an unknown extension, 4-D data, vector images that are not colour, TIFF
+    pages of different sizes, several DICOM series in a folder, a truncated file.
+
+    Parameters
+    ----------
+    path
+        As for :func:`read_image`.
+
+    Returns
+    -------
+    ImageHeader
+    """
+    path = Path(path).expanduser()
+    found, fmt = _reader(path)
+    if found is None or found.name == "DICOM":
+        return _guarded(path, fmt, header_dicom, path)
+    if found.header is None:  # pragma: no cover - every readable format declares its header reader
+        image = read_image(path)
+        return ImageHeader(image.shape, image.rgb, image.array.dtype, image.array.nbytes, fmt)
+    return _guarded(path, fmt, found.header, path)
 
 
 def read_image(path: str | os.PathLike[str], modality: str | None = None) -> ImageData:
@@ -77,24 +144,16 @@ def read_image(path: str | os.PathLike[str], modality: str | None = None) -> Ima
     Raises
     ------
     InputError
-        The path is missing, is a folder without DICOM series, has an unknown
-        extension, or is not a readable image of its format.
+        The path is missing, is a folder without one DICOM series, has an unknown
+        extension, declares what cannot be read or would not fit in free memory
+        (:func:`image_header`), or is not a readable image of its format.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise _missing(path)
-    if path.is_dir():
-        fmt, reader = "DICOM", read_dicom_series
-    else:
-        unknown = extension(path) not in SUPPORTED_EXTENSIONS
-        found = FORMATS["DICOM"] if unknown and is_dicom_file(path) else format_of(path)
-        fmt, reader = found.name, found.read
-    try:
-        image = reader(path)
-    except InputError:
-        raise
-    except Exception as error:
-        raise _unreadable(path, fmt) from error
+    found, fmt = _reader(path)
+    header = image_header(path)
+    check_read_size(path, header.describe(), header.nbytes)
+    reader = read_dicom_series if found is None else found.read
+    image = _guarded(path, fmt, reader, path)
     image.metadata.update(path=str(path), format=fmt, **({"modality": modality} if modality else {}))
     return image
 
@@ -143,6 +202,7 @@ def write_image(
     if lazy and format is None and path.name.lower().endswith(".zarr"):
         writer = write_zarr
     else:
+        check_output(path, shape=image.shape, rgb=image.rgb, overwrite=overwrite, format=format)
         fmt = output_format(path, format)
         writer = fmt.stream if lazy and fmt.stream is not None else fmt.write
         if lazy and fmt.stream is None:
@@ -172,7 +232,7 @@ def open_lazy(path: str | os.PathLike[str], modality: str | None = None) -> Imag
     ImageData
     """
     path = Path(path).expanduser()
-    if not path.exists():
+    if path_kind(path) is None:
         raise _missing(path)
     extra = {"path": str(path), **({"modality": modality} if modality else {})}
     if path.name.lower().endswith(".zarr"):

@@ -2,9 +2,9 @@
 
 Reading
 -------
-Pixels and geometry come through SimpleITK (:func:`~.sitk.read_sitk`): a folder is
-read as the largest DICOM series in it, a file as a one-slice volume (or the
-volume of a multi-frame file).  pydicom then reads the headers, and the image keeps
+Pixels and geometry come through SimpleITK after pydicom's checks (:mod:`.sitk`): a
+folder must hold one DICOM series (several are refused with their list), a file is a
+one-slice volume (or the volume of a multi-frame file).  pydicom then reads the headers, and the image keeps
 in ``metadata["dicom"]`` what a derived series needs, and nothing more: ``"header"``,
 the attributes :data:`KEPT_ATTRIBUTES` of the first file in pydicom's JSON form
 (never private tags), and ``"slices"``, the SOP Class and Instance UID and the
@@ -69,6 +69,7 @@ from ..._version import __version__
 from ...errors import InputError
 from ..image import ImageData
 from .plain import eight_bit
+from .sitk import read_dicom_series as _read_series
 from .sitk import read_sitk
 
 if TYPE_CHECKING:
@@ -153,19 +154,10 @@ def read_dicom_file(path: Path) -> ImageData:
 
 
 def read_dicom_series(folder: Path) -> ImageData:
-    """The largest DICOM series in ``folder``, with the headers a derived series needs."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader
-    series = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in reader.GetGDCMSeriesIDs(str(folder))}
-    if not series:
-        raise InputError(
-            f"The folder {folder} holds no DICOM series; choose a folder of DICOM slices or an image file."
-        )
-    uid = max(series, key=lambda key: len(series[key]))
-    image = _with_reference(read_sitk(list(series[uid])), list(series[uid]))
-    image.metadata.update(dicom_series_uid=uid, dicom_series_in_folder=len(series))
-    return image
+    """The one DICOM series in ``folder`` (:func:`~.sitk.read_dicom_series` checks it), with the headers a derived
+    series needs."""
+    image, files = _read_series(folder)
+    return _with_reference(image, files)
 
 
 # ---------------------------------------------------------------------------------------------- the grid

@@ -25,10 +25,13 @@ from ...errors import InputError
 from .. import slicing
 from ..image import ImageData
 from ..slicing import computed_blocks
+from .header import ImageHeader
 from .staging import stored_dtype
 
 __all__ = [
     "array_affine_to_nifti_affine",
+    "check_nifti_output",
+    "header_nifti",
     "nifti_affine_to_array_affine",
     "read_nifti",
     "write_nifti",
@@ -72,21 +75,65 @@ def array_affine_to_nifti_affine(affine: np.ndarray) -> np.ndarray:
     return _RAS_TO_SPL.T @ np.asarray(affine, dtype=float) @ _REVERSE
 
 
+def _layout(path: Path, raw_shape: tuple[int, ...], dtype: np.dtype) -> tuple[tuple[int, ...], bool]:
+    """The spatial shape (array axis order) and colour flag that :func:`read_nifti` gives a file whose header
+    declares ``raw_shape`` of ``dtype``; data of more than 3 dimensions is refused."""
+    shape = list(raw_shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) > 3:
+        raise InputError(
+            f"{path.name} holds {len(shape)}-D data of shape {tuple(shape)}; extract a single 3-D volume first."
+        )
+    if len(shape) < 2:
+        raise InputError(f"{path.name} holds {len(shape)}-D data of shape {tuple(shape)}; give a 2-D image or a 3-D volume.")
+    if len(shape) == 2:
+        shape.append(1)
+    return tuple(reversed(shape)), dtype.names is not None
+
+
+def _check_complete(path: Path, nifti: Any) -> None:
+    """Refuse an uncompressed NIfTI file that holds less data than its header declares (a truncated copy)."""
+    if path.name.lower().endswith(".gz"):
+        return  # a cut compressed stream fails when read
+    proxy = nifti.dataobj
+    needed = int(np.prod(proxy.shape, dtype=np.float64)) * nifti.header.get_data_dtype().itemsize
+    held = path.stat().st_size - int(proxy.offset)
+    if held < needed:
+        raise InputError(
+            f"{path.name} is truncated: its header declares {' x '.join(map(str, proxy.shape))} values "
+            f"({needed:,} bytes) but the file holds only {max(held, 0):,} bytes of data; copy it again."
+        )
+
+
+def header_nifti(path: Path) -> ImageHeader:
+    """What a NIfTI file declares (nibabel reads the header only); truncated and 4-D files are refused."""
+    import nibabel as nib
+
+    nifti = nib.load(str(path), mmap=False)
+    dtype = nifti.header.get_data_dtype()
+    shape, rgb = _layout(path, tuple(int(n) for n in nifti.dataobj.shape), dtype)
+    _check_complete(path, nifti)
+    slope, inter = nifti.header.get_slope_inter()
+    scaled = (slope not in (None, 1.0) and np.isfinite(slope)) or (inter not in (None, 0.0) and np.isfinite(inter))
+    per_voxel = dtype.itemsize * (2 if rgb else 1) + (8 if scaled else 0)  # the raw data, plus a scaled copy
+    nbytes = int(np.prod(shape, dtype=np.float64)) * per_voxel
+    return ImageHeader(shape, rgb, dtype, nbytes, "NIfTI")
+
+
 def read_nifti(path: Path, lazy: bool = False) -> ImageData:
     """NIfTI as an ``ImageData``; ``lazy`` gives a dask array read in slabs along k (grey volumes only)."""
     import nibabel as nib
 
     nifti = nib.load(str(path), mmap=False)
+    _layout(path, tuple(int(n) for n in nifti.dataobj.shape), nifti.header.get_data_dtype())
+    _check_complete(path, nifti)
     if lazy:
         data = _lazy_nifti_data(nifti)
     else:
         data = np.asanyarray(nifti.dataobj)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim > 3:
-        raise InputError(
-            f"{path.name} holds {data.ndim}-D data of shape {data.shape}; extract a single 3-D volume first."
-        )
     rgb = data.dtype.names is not None
     if rgb:  # RGB24 / RGBA32 NIfTI: a structured dtype with one field per channel
         data = np.stack([data[name] for name in data.dtype.names], axis=-1)
@@ -138,13 +185,18 @@ def _as_volume(image: ImageData) -> ImageData:
     )
 
 
-def write_nifti(image: ImageData, path: Path) -> None:
-    import nibabel as nib
-
-    if image.rgb:
+def check_nifti_output(shape: tuple[int, ...], rgb: bool, path: Path) -> None:
+    """Refuse what NIfTI cannot hold here: colour (this package writes grey NIfTI only)."""
+    if rgb:
         raise InputError(
             f"NIfTI cannot hold this colour image; save {path.name} as .mha, .nrrd, .png or .tif instead."
         )
+
+
+def write_nifti(image: ImageData, path: Path) -> None:
+    import nibabel as nib
+
+    check_nifti_output(image.shape, image.rgb, path)
     volume = _as_volume(image)
     data = np.moveaxis(stored_dtype(volume.array), (0, 1, 2), (2, 1, 0))
     affine = array_affine_to_nifti_affine(volume.index_to_world_affine())

@@ -4,8 +4,9 @@
 is written: into a fresh staging folder beside the target, then moved into place with
 ``os.replace``; on any failure nothing is left behind and an existing file is
 untouched.  An existing file is only replaced with ``overwrite=True``.  A process
-killed while writing can leave only its staging folder, ``.<name>.<random>.partial``,
-never a partial ``<name>``.  (Single files that are not images, such as caches and
+killed while writing can leave only its staging folder, ``.<name>.<random>.partial``
+(:func:`~napari_upfusion.utils.files.partial_prefix`), never a partial ``<name>``; the
+command line removes it on Ctrl-C and SIGTERM, and a batch removes those of its outputs.  (Single files that are not images, such as caches and
 reports, go through :func:`napari_upfusion.utils.files.atomic_path`.)
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, UPFusionError
+from ...utils.files import check_output_folder, os_error_sentence, partial_prefix
 
 __all__ = ["staged_output", "stored_dtype"]
 
@@ -60,14 +62,11 @@ def staged_output(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
         folder, or a failure while writing (then nothing was written).
     """
     folder = path.parent
-    if not folder.is_dir():
-        raise InputError(f"The folder {folder} does not exist; create it first or choose another output path.")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; pass --force (overwrite=True) to replace it or choose another name.")
+    check_output_folder(path, overwrite=overwrite)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder))
+        staging = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=".partial", dir=folder))
     except OSError as error:
-        raise InputError(f"Cannot write in {folder} ({error.strerror}); choose a folder you may write to.") from None
+        raise InputError(os_error_sentence(error, folder)) from None
     try:
         yield staging
         produced = sorted(staging.iterdir(), key=lambda item: item.name == path.name)  # the main file last
@@ -81,6 +80,9 @@ def staged_output(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
             os.replace(item, target)
     except UPFusionError:
         raise
+    except OSError as error:
+        reason = os_error_sentence(error, path)
+        raise InputError(f"Writing {path.name} failed, so nothing was written: {reason[:1].lower()}{reason[1:]}") from None
     except Exception as error:
         raise InputError(
             f"Writing {path} failed ({type(error).__name__}), so nothing was written; "

@@ -2,8 +2,9 @@
 
 Files are opened only with ``torch.load(..., weights_only=True)`` or safetensors.
 :func:`read_checkpoint_file` accepts safetensors, any ``torch.save`` file and
-gzip-compressed torch files, and refuses unsafe, truncated, corrupt or foreign
-files with one sentence.  :func:`save_checkpoint` writes the project's own format:
+gzip-compressed torch files (decompressed in a stream that stops at
+:data:`MAX_DECOMPRESSED_BYTES`, so a decompression bomb is refused by its size),
+and refuses unsafe, truncated, corrupt or foreign files with one sentence.  :func:`save_checkpoint` writes the project's own format:
 safetensors whose metadata holds the network's
 :class:`~napari_upfusion.model.upfusion.UPFusionConfig` (key ``"config"``) and its
 :class:`~napari_upfusion.model.runtime.RuntimeHints` (key ``"runtime"``).
@@ -12,9 +13,10 @@ safetensors whose metadata holds the network's
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import pickle
+import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,12 +34,54 @@ from ..runtime import RUNTIME_KEY, RuntimeHints
 if TYPE_CHECKING:
     from ..upfusion import UPFusion
 
-__all__ = ["BACKBONE_PREFIX", "FORMAT_NAME", "FORMAT_VERSION", "read_checkpoint_file", "save_checkpoint"]
+__all__ = [
+    "BACKBONE_PREFIX",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAX_DECOMPRESSED_BYTES",
+    "read_checkpoint_file",
+    "save_checkpoint",
+]
 
 FORMAT_NAME = "napari-upfusion"
 FORMAT_VERSION = "1"
 #: State-dict prefix of SCPM's backbone: left out of files whose config takes it from a pretrained source.
 BACKBONE_PREFIX = "scpm.backbone."
+#: The most bytes a gzip-compressed checkpoint may expand to: four times the authors' ``Fuse.pth`` (about 0.5 GB).
+MAX_DECOMPRESSED_BYTES = 2 << 30
+_CHUNK = 1 << 22
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
+def _decompressed(path: Path, where: str, limit: int) -> tempfile.SpooledTemporaryFile:
+    """The gzip file ``path`` decompressed into a temporary file (in memory while small), refused once it passes
+    ``limit`` bytes (at once when its trailer says so): nothing larger is ever written or held."""
+    refusal = CheckpointError(
+        f"The checkpoint {where} expands to more than {_size(limit)} when decompressed, more than any UP-Fusion "
+        "checkpoint holds, so it was refused (it may be a decompression bomb); give the uncompressed weights file "
+        "or another checkpoint."
+    )
+    with open(path, "rb") as handle:  # the trailer's size (modulo 4 GiB): an honest bomb is refused at once
+        handle.seek(max(0, path.stat().st_size - 4))
+        if int.from_bytes(handle.read(4), "little") > limit:
+            raise refusal
+    sink = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - returned open, closed by the caller
+    total = 0
+    try:
+        with gzip.open(path, "rb") as source:
+            while block := source.read(_CHUNK):
+                total += len(block)
+                if total > limit:
+                    raise refusal
+                sink.write(block)
+    except BaseException:
+        sink.close()
+        raise
+    sink.seek(0)
+    return sink
 
 
 def _describe(path: Path) -> str:
@@ -57,6 +101,15 @@ def _sniff(path: Path) -> str | None:
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     return None
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` is a readable zip archive; :func:`zipfile.is_zipfile` raises on some damaged end records
+    (found by fuzzing: a zip64 end record that claims several disks)."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return False
 
 
 def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -85,22 +138,29 @@ def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
                 f"The checkpoint {where} is not a readable safetensors file ({error}); it may be truncated "
                 "or corrupted, so download or copy it again."
             ) from None
-    if kind == "zip" and not zipfile.is_zipfile(path):
+    if kind == "zip" and not _is_zip(path):
         raise CheckpointError(corrupt)
     try:
-        if kind == "gzip":
-            with gzip.open(path, "rb") as handle:
-                source: Any = io.BytesIO(handle.read())
-            content = torch.load(source, map_location="cpu", weights_only=True)
-        else:
-            content = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+        with warnings.catch_warnings():  # torch's note on pickle protocols: the refusal below says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            if kind == "gzip":
+                with _decompressed(path, where, MAX_DECOMPRESSED_BYTES) as source:
+                    content = torch.load(source, map_location="cpu", weights_only=True)
+            else:
+                content = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Weights only load failed" in str(error) and "GLOBAL" in str(error).upper():
             raise CheckpointError(
                 f"The checkpoint {where} contains Python objects that could run code when loaded, so it "
                 "was refused; use a file that holds tensors only (a plain state dict or safetensors)."
             ) from None
-        raise CheckpointError(corrupt) from None
+        raise CheckpointError(
+            f"The checkpoint {where} is not a weights file this tool can read safely (its pickled data is damaged or "
+            "uses features that could run code), so it was refused; use a file that holds tensors only (a plain "
+            "state dict or safetensors)."
+        ) from None
+    except CheckpointError:
+        raise
     except (EOFError, gzip.BadGzipFile, zipfile.BadZipFile):
         raise CheckpointError(corrupt) from None
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged files; each means "unreadable"

@@ -9,7 +9,10 @@ Two layouts are understood:
   (:func:`~.io.save_checkpoint`).
 
 Every missing, unexpected or mis-shaped tensor is reported by name and the load
-is refused; nothing is ever loaded partially.
+is refused; nothing is ever loaded partially.  A file is untrusted: its config is
+checked against the schema (:func:`~napari_upfusion.model.upfusion.check_config`)
+before anything is built, and its tensors must be finite floating-point numbers
+(:func:`_check_values`) before any is loaded.
 """
 
 from __future__ import annotations
@@ -51,6 +54,35 @@ class LoadReport:
         return len(self.loaded) + len(self.ignored)
 
 
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def _check_values(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse tensors that are not floating-point (an integer counter of batch norm aside) or hold NaN or
+    infinite values: a damaged file, or one quantised for another program."""
+    kinds = sorted(
+        {str(v.dtype).removeprefix("torch.") for k, v in state.items()
+         if not v.is_floating_point() and not k.endswith("num_batches_tracked")}
+    )  # fmt: skip
+    if kinds:
+        names = sorted(k for k, v in state.items() if not v.is_floating_point() and not k.endswith("num_batches_tracked"))
+        raise CheckpointError(
+            f"{where} holds tensors of type {', '.join(kinds)} ({_few(names)}), but UP-Fusion weights are "
+            "floating-point numbers, so nothing was loaded; use a float16 or float32 checkpoint.",
+            unexpected=names,
+        )
+    damaged = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point()}
+    damaged = {k: n for k, n in damaged.items() if n}
+    if damaged:
+        count = sum(damaged.values())
+        raise CheckpointError(
+            f"{where} holds {count} non-finite weight{'s' if count > 1 else ''} (NaN or infinite) in "
+            f"{_few(sorted(damaged))}, so nothing was loaded; the file is damaged (a training run may have "
+            "diverged): use another checkpoint."
+        )
+
+
 def _check_and_load(model: UPFusion, state: dict[str, torch.Tensor], where: str, unknown: list[str]) -> list[str]:
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
@@ -74,6 +106,7 @@ def _check_and_load(model: UPFusion, state: dict[str, torch.Tensor], where: str,
             missing=missing,
             unexpected=unexpected + mismatched,
         )
+    _check_values(state, where)
     model.load_state_dict(state, strict=True, assign=True)
     return sorted(state)
 
@@ -146,13 +179,23 @@ def load_model(
     where = _describe(path)
     if metadata.get("format") == FORMAT_NAME:
         try:
-            architecture, legacy = split_runtime(json.loads(metadata["config"]))
+            config_data = json.loads(metadata["config"])
+            if not isinstance(config_data, dict):
+                raise TypeError(f"the config is a {type(config_data).__name__}, not a mapping of fields")
+            architecture, legacy = split_runtime(config_data)
             cfg = UPFusionConfig.from_dict(architecture)
-        except (KeyError, ValueError, TypeError) as error:
-            raise CheckpointError(f"{where} has an unreadable UP-Fusion config in its metadata ({error}).") from None
+        except (KeyError, ValueError, TypeError, RecursionError) as error:
+            reason = str(error).rstrip(".") or type(error).__name__
+            raise CheckpointError(
+                f"{where} has an unusable UP-Fusion config in its metadata ({reason}), so nothing was built or loaded; "
+                "use a checkpoint written by this tool or the authors' Fuse.pth."
+            ) from None
         try:
-            runtime = RuntimeHints.from_dict(json.loads(metadata[RUNTIME_KEY])) if RUNTIME_KEY in metadata else legacy
-        except (ValueError, TypeError) as error:
+            hints = json.loads(metadata[RUNTIME_KEY]) if RUNTIME_KEY in metadata else None
+            if hints is not None and not isinstance(hints, dict):
+                raise TypeError(f"the runtime hints are a {type(hints).__name__}, not a mapping of fields")
+            runtime = RuntimeHints.from_dict(hints) if hints is not None else legacy
+        except (ValueError, TypeError, RecursionError) as error:
             raise CheckpointError(f"{where} has unreadable runtime hints in its metadata ({error}).") from None
         with torch.device("meta"):
             model = UPFusion(cfg)

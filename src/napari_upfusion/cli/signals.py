@@ -1,0 +1,112 @@
+"""The command line's one policy for signals, warnings and failures of the environment.
+
+While a command runs (:func:`command_policy`):
+
+* Ctrl-C (SIGINT) raises :class:`KeyboardInterrupt` and SIGTERM raises
+  :class:`~napari_upfusion.errors.Terminated` (a ``KeyboardInterrupt``) in the main
+  thread, so every clean-up runs as the exception unwinds: staging folders and
+  temporary files are removed, CPU stream threads are stopped and joined
+  (:class:`~napari_upfusion.engine.runner.SliceRunner`), a batch report is marked
+  ``interrupted``.  A second signal while that clean-up runs is ignored, so that it
+  finishes; a third ends the process at once.  :func:`exit_status` gives 130 for
+  Ctrl-C and 143 for SIGTERM.
+* The package's own warnings (:class:`~napari_upfusion.errors.InputWarning`,
+  :class:`~napari_upfusion.errors.PrecisionWarning`) are printed as
+  ``upfusion: warning: <sentence>``; the readers' own log lines (nibabel's "pixdim
+  should be positive", tifffile's, Pillow's) are not printed raw: what matters in them
+  is checked and said by the package (SimpleITK's and GDCM's are off for good, see
+  :func:`~napari_upfusion.engine.io.sitk.simpleitk`).
+* :func:`environment_sentence` puts what the environment can throw at a command (an
+  out-of-memory, a library that cannot be loaded under a low ``ulimit -v``, an
+  operating-system error) into one sentence.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+
+from ..errors import InputWarning, PrecisionWarning, Terminated
+from ..utils.files import os_error_sentence
+
+__all__ = ["command_policy", "environment_sentence", "exit_status"]
+
+_OURS = (InputWarning, PrecisionWarning)
+#: Loggers of the libraries that read files, quietened below ERROR while a command runs.
+_READERS = ("nibabel", "tifffile", "PIL")
+
+
+def exit_status(stop: KeyboardInterrupt) -> int:
+    """128 + the signal's number: 143 for SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
+def _show(message, category, filename, lineno, file=None, line=None, *, previous=warnings.showwarning) -> None:
+    if issubclass(category, _OURS):
+        print(f"upfusion: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        previous(message, category, filename, lineno, file, line)
+
+
+@contextlib.contextmanager
+def command_policy() -> Iterator[None]:
+    """Signals become exceptions in the main thread and the package's warnings one line each, while the block runs;
+    the previous handlers are put back afterwards (see the module docstring)."""
+    loggers = {name: logging.getLogger(name) for name in _READERS}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show
+            yield from _signals_as_exceptions()
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+
+
+def _signals_as_exceptions() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def handler(signum: int, frame) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if len(received) >= 3:  # pragma: no cover - the user insists: stop now
+            os._exit(128 + signum)
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def environment_sentence(error: BaseException) -> str:
+    """One sentence for a failure of the environment rather than of the input: memory, libraries, the system."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, MemoryError) or any(
+        clue in text for clue in ("failed to map segment", "cannot allocate memory", "Cannot allocate memory")
+    ):
+        return (
+            "This process ran out of memory (a memory limit such as `ulimit -v` may be too low for PyTorch, which "
+            "needs several GiB of address space); raise the limit, close other programs or use a smaller input."
+        )
+    if isinstance(error, ImportError):
+        name = getattr(error, "name", None) or "a library"
+        return f"{name} could not be loaded ({text}); reinstall napari-upfusion with its dependencies."
+    if isinstance(error, OSError):
+        return os_error_sentence(error)
+    return text  # pragma: no cover - only the kinds above are passed here
