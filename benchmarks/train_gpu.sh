@@ -17,7 +17,7 @@
 #   3. put the returned weights in place with `cp <files_at>/upfusion_small.safetensors
 #      src/napari_upfusion/model/weights/` after checking them (benchmarks/eval_model_card.py).
 #
-# Without a CUDA GPU, or with --dry, it trains 2 tiny steps on the CPU (tests/test_device_scripts.py runs it).
+# Without a CUDA GPU, or with --dry, it trains 2 tiny steps on the CPU (tests/test_gpu_check.py runs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-$PWD/train-gpu-out}
