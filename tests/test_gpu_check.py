@@ -8,18 +8,25 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
 
 
-@pytest.mark.slow
-def test_gpu_check_dry_run_writes_every_result(tmp_path):
+def dry_run(script: str, tmp_path) -> Path:
+    """Run ``benchmarks/<script> --dry`` as the device tool would (``$OUT`` set) and return the ``$OUT`` folder."""
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
-    run = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry"], check=False, cwd=REPO_ROOT, env=env,
+    run = subprocess.run(["bash", f"benchmarks/{script}", "--dry"], check=False, cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_every_result(tmp_path):
+    out = dry_run("gpu_check.sh", tmp_path)
     files = sorted(p.name for p in out.iterdir())
     assert files == ["bench.json", "bench.txt", "checks.json", "env.txt", "log.txt", "summary.md", "tests.txt"]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files)  # what the device tool brings back
@@ -68,11 +75,7 @@ def test_a_step_stopped_at_its_limit_leaves_nothing_running(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_train_gpu_dry_run_trains_and_returns_loadable_weights(tmp_path):
     """benchmarks/train_gpu.sh's dry mode: 2 tiny CPU steps with data workers, every file the device brings back."""
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
-    run = subprocess.run(["bash", "benchmarks/train_gpu.sh", "--dry"], check=False, cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert run.returncode == 0, run.stdout + run.stderr
+    out = dry_run("train_gpu.sh", tmp_path)
     files = sorted(p.name for p in out.iterdir())
     assert files == ["history.jsonl", "nvidia-smi.txt", "train-log.txt", "upfusion_small.safetensors"]
     from napari_upfusion.model import load_model
