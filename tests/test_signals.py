@@ -141,3 +141,21 @@ def test_a_low_memory_limit_is_one_sentence(setup):
     assert len(lines) == 1 and lines[0].startswith("upfusion: error: This process ran out of memory (a memory limit "
                                                    "such as `ulimit -v` may be too low"), err  # fmt: skip
     assert not list(out.iterdir())
+
+
+def test_an_interrupt_that_ended_code_run_from_source_text_still_exits_130(tmp_path):
+    """The CI failure of stop 20 (exit -2 instead of 130): Ctrl-C arrived while torch's import ran ``exec`` of source
+    text (dataclasses, namedtuple); CPython then killed the ``python -m`` process with SIGINT at exit even though the
+    command had handled the interrupt.  Made certain here: the command's work is an ``exec`` that is interrupted."""
+    (tmp_path / "probe.py").write_text(
+        "import sys\n"
+        "import napari_upfusion.cli as cli\n"
+        "import napari_upfusion.cli.fuse as command\n"
+        "command.run = lambda args: exec('raise KeyboardInterrupt')\n"
+        "sys.exit(cli.main(['fuse', 'a.nii.gz', 'b.nii.gz', '-o', 'f.nii.gz']))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(tmp_path)])}
+    done = subprocess.run([sys.executable, "-m", "probe"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "upfusion: interrupted; no file was left half-written.", done.stderr

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import Terminated, UPFusionError
-from .signals import command_policy, environment_sentence, exit_status
+from .signals import command_policy, environment_sentence, exit_status, forget_handled_interrupt
 
 COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
 
@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = "terminated" if isinstance(stop, Terminated) else "interrupted"
             note = getattr(args, "_interrupted", INTERRUPTED).format(**vars(args or argparse.Namespace()))
             print(f"upfusion: {what}; {note}", file=sys.stderr)
+            forget_handled_interrupt()
             return exit_status(stop)
         except (MemoryError, ImportError, OSError) as error:
             print(f"upfusion: error: {environment_sentence(error)}", file=sys.stderr)

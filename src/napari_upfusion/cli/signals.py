@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from ..errors import InputWarning, PrecisionWarning, Terminated
 from ..utils.files import os_error_sentence
 
-__all__ = ["command_policy", "environment_sentence", "exit_status"]
+__all__ = ["command_policy", "environment_sentence", "exit_status", "forget_handled_interrupt"]
 
 _OURS = (InputWarning, PrecisionWarning)
 #: Loggers of the libraries that read files, quietened below ERROR while a command runs.
@@ -47,6 +47,17 @@ _READERS = ("nibabel", "tifffile", "PIL")
 def exit_status(stop: KeyboardInterrupt) -> int:
     """128 + the signal's number: 143 for SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""
     return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
+def forget_handled_interrupt() -> None:
+    """Make CPython forget a Ctrl-C that this command has handled, so that the exit status is :func:`exit_status`'s.
+
+    CPython remembers a :class:`KeyboardInterrupt` that ended code run from a string (``exec`` of source text, as
+    :mod:`dataclasses` and :func:`collections.namedtuple` do while torch is imported) and, when the program was
+    started with ``python -m``, kills itself with SIGINT at exit however the interrupt was handled afterwards (exit
+    status -2 instead of 130).  Running any source text to its end clears that memory.
+    """
+    exec("")  # noqa: S102 - empty source: its only effect is to clear the interpreter's flag
 
 
 def _show(message, category, filename, lineno, file=None, line=None, *, previous=warnings.showwarning) -> None:
