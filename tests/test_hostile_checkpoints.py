@@ -109,6 +109,14 @@ def test_config_metadata_that_is_not_a_mapping_is_refused(tmp_path, tiny_file, n
         load_model(_tampered(tmp_path, tiny_file, config=config))
 
 
+def test_a_checkpoint_of_ours_without_its_config_entry_says_so(tmp_path, tiny_file, nothing_built):
+    tensors, meta = tiny_file
+    path = tmp_path / "no_config.safetensors"
+    save_file(tensors, str(path), metadata={k: v for k, v in meta.items() if k != "config"})
+    with pytest.raises(CheckpointError, match=r"metadata \(it has no 'config' entry\), so nothing was built"):
+        load_model(path)
+
+
 def test_the_issues_hub_backbone_never_reaches_the_network_on_the_command_line(tmp_path, tiny_file, monkeypatch,
                                                                               capsys):  # fmt: skip
     hostile = _tampered(tmp_path, tiny_file, backbone="hf-hub:someone/model")

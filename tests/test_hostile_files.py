@@ -5,6 +5,7 @@ the work it would waste."""
 from __future__ import annotations
 
 import gzip
+import os
 import warnings
 from pathlib import Path
 
@@ -70,6 +71,21 @@ def test_a_truncated_nifti_is_refused_from_its_header(tmp_path, capsys, monkeypa
         read_image(cut)
     _no_model(monkeypatch)
     refused(["fuse", cut, b, "-o", tmp_path / "f.nii.gz"], capsys, r"cut\.nii is truncated", tmp_path)
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_pipe_or_device_is_refused_before_it_is_opened(tmp_path, capsys, monkeypatch, special):
+    """Opening a named pipe blocks until something writes to it, and a device never ends: neither is read."""
+    if special == "fifo":
+        (tmp_path / "pipe").mkdir()
+        special = tmp_path / "pipe" / "a.nii.gz"
+        os.mkfifo(special)
+    _, b = pair(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match=r"is not a regular file \(a named pipe, device or socket cannot be read"):
+        read_image(special)
+    _no_model(monkeypatch)
+    refused(["fuse", special, b, "-o", tmp_path / "out" / "f.nii.gz"], capsys, r"is not a regular file", tmp_path / "in")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

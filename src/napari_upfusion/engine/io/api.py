@@ -75,6 +75,11 @@ def _reader(path: Path) -> tuple[Format | None, str]:
         raise _missing(path)
     if kind == "dir":
         return None, "DICOM"
+    if not path.is_file():
+        raise InputError(
+            f"{short_path(path)} is not a regular file (a named pipe, device or socket cannot be read as an image); "
+            "save the image to a file and give that file's path."
+        )
     try:
         unknown = extension(path) not in SUPPORTED_EXTENSIONS
         found = FORMATS["DICOM"] if unknown and is_dicom_file(path) else format_of(path)

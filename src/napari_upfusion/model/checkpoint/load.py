@@ -179,13 +179,15 @@ def load_model(
     where = _describe(path)
     if metadata.get("format") == FORMAT_NAME:
         try:
+            if "config" not in metadata:
+                raise KeyError("it has no 'config' entry")
             config_data = json.loads(metadata["config"])
             if not isinstance(config_data, dict):
                 raise TypeError(f"the config is a {type(config_data).__name__}, not a mapping of fields")
             architecture, legacy = split_runtime(config_data)
             cfg = UPFusionConfig.from_dict(architecture)
         except (KeyError, ValueError, TypeError, RecursionError) as error:
-            reason = str(error).rstrip(".") or type(error).__name__
+            reason = (error.args[0] if isinstance(error, KeyError) else str(error)).rstrip(".") or type(error).__name__
             raise CheckpointError(
                 f"{where} has an unusable UP-Fusion config in its metadata ({reason}), so nothing was built or loaded; "
                 "use a checkpoint written by this tool or the authors' Fuse.pth."
