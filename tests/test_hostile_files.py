@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -86,6 +88,49 @@ def test_a_pipe_or_device_is_refused_before_it_is_opened(tmp_path, capsys, monke
         read_image(special)
     _no_model(monkeypatch)
     refused(["fuse", special, b, "-o", tmp_path / "out" / "f.nii.gz"], capsys, r"is not a regular file", tmp_path / "in")
+
+
+@pytest.mark.parametrize(
+    "suffix, key, target, message",
+    [
+        (".mhd", "ElementDataFile = ", "pipe.raw", r"keeps its pixels in pipe\.raw, which is not a regular file"),
+        (".nhdr", "data file: ", "/dev/zero", r"keeps its pixels in /dev/zero, which is not a regular file"),
+        (".mhd", "ElementDataFile = ", "gone.raw", r"keeps its pixels in gone\.raw, which does not exist; copy that"),
+    ],
+)
+def test_a_detached_header_must_name_a_regular_data_file(tmp_path, capsys, monkeypatch, suffix, key, target, message):
+    """A ``.mhd`` whose data file is a named pipe used to block for ever; one whose data is ``/dev/zero`` read a
+    device."""
+    folder = tmp_path / "header"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.raw")
+    lines = (["ObjectType = Image", "NDims = 3", "DimSize = 8 8 4", "ElementType = MET_FLOAT"] if suffix == ".mhd"
+             else ["NRRD0004", "type: float", "dimension: 3", "sizes: 8 8 4", "encoding: raw"])  # fmt: skip
+    header = folder / f"a{suffix}"
+    header.write_text("\n".join([*lines, key + target]) + "\n")
+    with pytest.raises(InputError, match=message):
+        read_image(header)
+    _, b = pair(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    _no_model(monkeypatch)
+    refused(["fuse", header, b, "-o", tmp_path / "out" / "f.nii.gz"], capsys, message, tmp_path / "in")
+
+
+def test_a_png_that_claims_a_billion_pixels_is_one_sentence(tmp_path):
+    """A 0.9 MB PNG declaring 30000 x 30000 pixels: Pillow's decompression-bomb error used to be called "not a
+    readable PNG image"."""
+    row = b"\0" * 30001
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(30000)) + packer.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))  # fmt: skip
+    with pytest.raises(InputError, match=r"bomb\.png declares more than \d+ megapixels, which Pillow refuses to decode"):
+        read_image(bomb)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

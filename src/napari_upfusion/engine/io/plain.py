@@ -82,7 +82,16 @@ def header_plain(path: Path, fmt: str) -> ImageHeader:
 
         with warnings.catch_warnings():  # Pillow's size warning: the memory check below says it in one sentence
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as picture:
+            try:
+                picture = Image.open(path)
+            except Image.DecompressionBombError:
+                most = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+                raise InputError(
+                    f"{path.name} declares more than {most:.0f} megapixels, which Pillow refuses to decode from a {fmt} "
+                    "file (a small file that claims that many is a decompression bomb); crop or downscale the image, "
+                    "or save it as TIFF."
+                ) from None
+            with picture:
                 width, height = picture.size
                 bands = len(picture.getbands()) if picture.mode != "P" else 3
                 dtype = np.dtype(np.uint16 if picture.mode.startswith("I;16") else np.uint8)

@@ -201,14 +201,43 @@ MAX_DIMENSIONS = 5
 _DIMENSION_KEYS = re.compile(rb"^\s*(?:NDims\s*=|dimension\s*:)\s*(\d+)", re.MULTILINE)
 
 
+#: A detached header's data file: MetaImage's ``ElementDataFile = NAME`` and NRRD's ``data file: NAME``.
+_DATA_FILE_KEYS = re.compile(rb"^[ \t]*(?:ElementDataFile[ \t]*=|data ?file[ \t]*:)[ \t]*([^\r\n]*)", re.MULTILINE)
+
+
+def _check_data_file(path: Path, head: bytes) -> None:
+    """A detached header (``.mhd``, ``.nhdr``) must name a regular file that exists: a named pipe there would block
+    the reader for ever and a device never ends.  ``LOCAL`` data, file lists and numbered patterns are left to
+    the reader."""
+    found = _DATA_FILE_KEYS.search(head)
+    if found is None:
+        return
+    name = found.group(1).decode("utf-8", "replace").strip()
+    if not name or name.split()[0] in ("LOCAL", "LIST") or "%" in name:
+        return
+    data = Path(path).parent / name
+    if not data.exists():
+        raise InputError(
+            f"{Path(path).name} keeps its pixels in {name}, which does not exist; copy that file next to the header."
+        )
+    if not data.is_file():
+        raise InputError(
+            f"{Path(path).name} keeps its pixels in {name}, which is not a regular file (a folder, named pipe or "
+            "device); point the header at the data file."
+        )
+
+
 def header_sitk(path: Path) -> ImageHeader:
     """What a MetaImage, NRRD or single DICOM file declares (SimpleITK reads the header only)."""
     with open(path, "rb") as handle:
-        declared = _DIMENSION_KEYS.search(handle.read(1 << 16))
+        head = handle.read(1 << 16)
+    declared = _DIMENSION_KEYS.search(head)
     if declared is not None and not 2 <= int(declared.group(1)) <= MAX_DIMENSIONS:
         raise InputError(
             f"{Path(path).name} declares {int(declared.group(1))} dimensions; only 2-D and 3-D images are supported."
         )
+    if Path(path).suffix.lower() in (".mhd", ".mha", ".nhdr", ".nrrd"):
+        _check_data_file(path, head)
     return _header_of(path, _information(path), "MetaImage/NRRD/DICOM")
 
 
