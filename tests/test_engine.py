@@ -217,6 +217,7 @@ def test_intensity_rules():
         (None, np.ones((32, 32)), {}, "Input b is constant"),
         (np.zeros((2, 3, 32, 32)), None, {}, "which is 4-D; pick one 3-D volume"),
         (None, np.zeros((4, 32, 32)) + np.arange(32), {}, "Input a is 2-D but input b is 3-D"),
+        (None, np.zeros((1, 32, 32)) + np.arange(32), {}, r"Input b is a single slice stored as a volume \(1 x 32 x 32\)"),
         (np.random.rand(32, 32) > 0.5, None, {}, "not an image intensity"),
         (None, np.random.rand(40, 40), {}, "shapes differ"),
         (np.random.rand(4, 8, 32), np.random.rand(4, 8, 32), {}, "smaller than the 16 x 16"),

@@ -126,6 +126,12 @@ def _check_finite(array: np.ndarray, name: str) -> None:
 
 def _check_dimensions(a: ImageData, b: ImageData) -> None:
     if a.ndim != b.ndim:
+        volume, name = (a, "a") if a.ndim == 3 else (b, "b")
+        if 1 in volume.shape:  # a 2-D NIfTI or MetaImage is read as a volume of one slice
+            raise InputError(
+                f"Input {name} is a single slice stored as a volume ({' x '.join(map(str, volume.shape))}) and the "
+                "other input is a 2-D image; save both as 2-D images (PNG, TIFF) or both as volumes."
+            )
         raise InputError(
             f"Input a is {a.ndim}-D but input b is {b.ndim}-D; give two 2-D images or two 3-D volumes."
         )
