@@ -417,6 +417,30 @@ def test_numeric_flags_are_checked_when_parsed(argv, message, capsys):
     assert stop.value.code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fuse", "a.nii.gz", "b.nii.gz", "-o", ""],
+        ["fuse", "", "b.nii.gz", "-o", "f.nii.gz"],
+        ["fuse", "a.nii.gz", "b.nii.gz", "-o", "f.nii.gz", "--checkpoint", " "],
+        ["batch", "m.csv", "--out", ""],
+        ["evaluate", "a", "b", "--save", ""],
+        ["train", ""],
+        ["make-data", ""],
+        ["demo", "--out", ""],
+    ],
+)
+def test_an_empty_path_is_refused_when_parsed(argv, capsys, tmp_path, monkeypatch):
+    """``Path("")`` is the current folder: an empty ``--out`` used to write a batch into it, and an empty ``-o`` was
+    called "a folder"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "the path is empty; give a file or folder name" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------------- class 9: batch dead ends
 def test_colour_nifti_pairs_in_a_batch_are_written_where_colour_fits(tmp_path):
     """RGB NIfTI inputs used to fail every time (their output was forced to .nii.gz); they now go to .mha."""

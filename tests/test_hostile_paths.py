@@ -205,6 +205,16 @@ def test_names_over_255_bytes_get_one_sentence(data, capsys):
             r"shorter id", data)  # fmt: skip
 
 
+def test_a_path_over_the_system_limit_is_named_as_a_path(data, capsys):
+    """A path of 4,219 bytes made of short names used to be blamed on a file name over 255 bytes."""
+    deep = "x/" * 2100
+    refused(["fuse", "data/a.nii.gz", "data/b.nii.gz", "-o", f"{deep}f.nii.gz", "--model", "average"], capsys,
+            r"The path .* is [\d,]+ bytes long, more than the 4,095 a path may have on this system; choose a shorter "
+            r"path\.", data)  # fmt: skip
+    refused(["fuse", f"{deep}a.nii.gz", "data/b.nii.gz", "-o", "f.nii.gz", "--model", "average"], capsys,
+            r"bytes long, more than the 4,095 a path may have", data)  # fmt: skip
+
+
 def test_a_name_just_under_the_limit_is_written_and_leaves_no_staging_behind(data, capsys):
     """Staging names are cut to fit: a 250-byte output name, near the limit, is written whole."""
     name = "z" * 243 + ".nii.gz"

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .options import add_engine_options, add_output_format, engine_options, output_format, whole_number
+from .options import add_engine_options, add_output_format, engine_options, output_format, path_argument, whole_number
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "batch goes on. A summary is printed and DIR/upfusion_batch_report.json records every pair."
         ),
     )
-    parser.add_argument("manifest", metavar="MANIFEST", type=Path, help="CSV file listing the pairs")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument("manifest", metavar="MANIFEST", type=path_argument, help="CSV file listing the pairs")
+    parser.add_argument("--out", required=True, type=path_argument, metavar="DIR", help="output folder (created if needed)")
     add_engine_options(parser, "model", "device", "precision", "batch_size", "cpu_path")  # auto: CUDA where a worker has it
     parser.add_argument("--axis", type=int, default=0, help="slicing axis of the volumes (default 0)")
     where = parser.add_mutually_exclusive_group()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_engine_options, whole_number
+from .options import add_engine_options, path_argument, whole_number
 
 #: What a ``no`` / ``yes`` / ``both`` option measures.
 _MEASURE = {"no": (False,), "yes": (True,), "both": (False, True)}
@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cpu-path", choices=["eager", "onnx", "both"], default="both",
                    help="on a CPU, the paths to measure: eager (PyTorch, each --precision), onnx (ONNX Runtime, fp32; "
                    "exported or found in the cache before timing) (default: %(default)s)")
-    p.add_argument("--checkpoint", help="weights for the paper config (default: the released file if found)")
+    p.add_argument("--checkpoint", type=path_argument,
+                   help="weights for the paper config (default: the released file if found)")
     p.add_argument("--repeat", type=whole_number("--repeat"), default=1, help="runs per row; the fastest counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return p
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch_size,
         channels_last=_MEASURE[args.channels_last],
         compile=_MEASURE[args.compile],
-        checkpoint=args.checkpoint,
+        checkpoint=str(args.checkpoint) if args.checkpoint is not None else None,
         repeat=args.repeat,
         cpu_reference=args.cpu_reference,
         cpu_paths=("eager", "onnx") if args.cpu_path == "both" else (args.cpu_path,),

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import add_engine_options, slice_progress
+from .options import add_engine_options, path_argument, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "demo",
         help="fuse the bundled MRI/PET sample with the bundled weights; write the volume, a montage and metrics",
     )
-    p.add_argument("--out", type=Path, default=Path("upfusion-demo"), help="output folder (default: upfusion-demo)")
+    p.add_argument("--out", type=path_argument, default=Path("upfusion-demo"), help="output folder (default: upfusion-demo)")
     add_engine_options(p, "model", "device", "precision")
     p.add_argument("--voxel-mm", type=int, default=2, choices=[1, 2, 3, 4], help="sample resolution (default 2 mm)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo")

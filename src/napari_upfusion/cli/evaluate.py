@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..modalities import MODALITIES
-from .options import add_engine_options, whole_number
+from .options import add_engine_options, path_argument, whole_number
 
 DEFAULT_FUSERS = ["average", "maximum", "laplacian"]
 
@@ -28,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "EN, SD, SF, AG, MI, SCD, VIF, Qabf and SSIM of each fuser. Colour images are fused on Y of YCbCr."
         ),
     )
-    parser.add_argument("a_dir", metavar="A_DIR", type=Path, help="folder of the anatomical or visible images")
-    parser.add_argument("b_dir", metavar="B_DIR", type=Path, help="folder of the functional or infrared images")
+    parser.add_argument("a_dir", metavar="A_DIR", type=path_argument, help="folder of the anatomical or visible images")
+    parser.add_argument("b_dir", metavar="B_DIR", type=path_argument, help="folder of the functional or infrared images")
     parser.add_argument(
         "--fuser",
         action="append",
@@ -43,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prompt", help="text prompt for UP-Fusion models (default: the authors' prompt for paper and "
                         "authors' checkpoints, the only one their weights were trained with; the pair's built-in "
                         "prompt for small)")
-    parser.add_argument("--save", type=Path, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
+    parser.add_argument("--save", type=path_argument, metavar="DIR", help="also write the fused images to DIR/<fuser>/")
     add_engine_options(parser, "device", "precision", device="cpu")
     parser.add_argument("--digits", type=whole_number("--digits", 0, maximum=12), default=4,
                         help="decimals printed, 0 to 12 (default: 4)")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..modalities import MODALITIES
-from .options import add_engine_options, add_output_format, engine_options, output_format, slice_progress
+from .options import add_engine_options, add_output_format, engine_options, output_format, path_argument, slice_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,9 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Fuse A (anatomical/visible: MRI, VIS) with B (CT, PET, SPECT, IR). The output has A's grid and "
         "geometry; B is resampled onto it when the grids differ. Values are float32 in [0, 1] (8-bit for PNG).",
     )
-    p.add_argument("a", type=Path, help="anatomical or visible input (MRI, VIS): the network's first (visible) slot")
-    p.add_argument("b", type=Path, help="the other modality (CT, PET, SPECT, IR): the second (infrared) slot")
-    p.add_argument("-o", "--output", type=Path, required=True,
+    p.add_argument("a", type=path_argument, help="anatomical or visible input (MRI, VIS): the network's first (visible) slot")
+    p.add_argument("b", type=path_argument, help="the other modality (CT, PET, SPECT, IR): the second (infrared) slot")
+    p.add_argument("-o", "--output", type=path_argument, required=True,
                    help="output file, whose extension gives the format, or with --format dicom a new folder")
     add_output_format(p, "the output's extension gives the format")
     p.add_argument("--modalities", nargs=2, metavar=("A", "B"), default=["MRI", "PET"], type=str.upper,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import whole_number
+from .options import path_argument, whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "simulated from data that ship inside nilearn, scikit-image and Debian's mricron-data, as .npz shards with a "
         "manifest.",
     )
-    p.add_argument("out_dir", help="folder for the .npz shards and manifest.json")
+    p.add_argument("out_dir", type=path_argument, help="folder for the .npz shards and manifest.json")
     p.add_argument("--pairs", type=whole_number("--pairs"), default=20000, help="number of pairs (default 20000)")
     p.add_argument("--seed", type=whole_number("--seed", 0), default=0, help="seed of the pair stream (default 0)")
     p.add_argument("--size", type=whole_number("--size", 32, maximum=1024), default=128,

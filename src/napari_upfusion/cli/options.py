@@ -29,12 +29,21 @@ __all__ = [
     "engine_options",
     "number",
     "output_format",
+    "path_argument",
     "slice_progress",
     "whole_number",
 ]
 
 #: ``--precision`` choices of every command that fuses (see :class:`~napari_upfusion.engine.options.EngineOptions`).
 PRECISION_CHOICES = list(PRECISION_NAMES)
+
+
+def path_argument(text: str) -> Path:
+    """A file or folder argument as a ``Path``; an empty one is refused (``Path("")`` would quietly mean the current
+    folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty; give a file or folder name")
+    return Path(text)
 
 
 def whole_number(flag: str, minimum: int = 1, multiple: int = 1, maximum: int | None = None) -> Callable[[str], int]:
@@ -88,7 +97,7 @@ ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "default": "small",
         "help": "small (bundled), paper, average, maximum, laplacian, or a checkpoint path (default: %(default)s)",
     },
-    "checkpoint": {"type": Path, "help": "path of a checkpoint (the authors' Fuse.pth or our safetensors)"},
+    "checkpoint": {"type": path_argument, "help": "path of a checkpoint (the authors' Fuse.pth or our safetensors)"},
     "device": {
         "default": "auto",
         "help": "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N (default: %(default)s)",
@@ -100,7 +109,7 @@ ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "(GPU) only when asked, with a warning where not validated (channel rankings may change)",
     },
     "batch_size": {"type": batch_size, "default": "auto", "help": "slices per batch (default: from free memory)"},
-    "clip_weights": {"type": Path, "help": "CLIP ViT-B/32 weights file (paper model, new prompts)"},
+    "clip_weights": {"type": path_argument, "help": "CLIP ViT-B/32 weights file (paper model, new prompts)"},
     "compile": {"action": "store_true", "help": "torch.compile the network (pays on a GPU for long volumes)"},
     "cpu_path": {
         "default": "auto",

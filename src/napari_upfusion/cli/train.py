@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .options import number, whole_number
+from .options import number, path_argument, whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,14 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "train",
         help="train a small UP-Fusion on regenerated pairs (never on evaluation data); resumes from OUT_DIR/last.pt",
     )
-    p.add_argument("out_dir", type=Path)
+    p.add_argument("out_dir", type=path_argument)
     p.add_argument(
         "--config",
         default=d.config,
         help=f"model config: small, paper or a JSON config file (default {d.config}); a CLIP-conditioned config "
         "(paper) is trained, as the authors trained it, with the CLIP code of their prompt, which needs CLIP weights",
     )
-    p.add_argument("--clip-weights", help="CLIP ViT-B/32 weights file (CLIP-conditioned configs; default: as found)")
+    p.add_argument("--clip-weights", type=path_argument,
+                   help="CLIP ViT-B/32 weights file (CLIP-conditioned configs; default: as found)")
     p.add_argument("--steps", type=whole_number("--steps"), default=d.steps, help="stop after this many steps")
     p.add_argument(
         "--schedule-steps",
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         time_limit=args.time_limit,
         save_every=args.save_every,
         log_every=args.log_every,
-        clip_weights=args.clip_weights,
+        clip_weights=str(args.clip_weights) if args.clip_weights is not None else None,
     )
     path = train(args.out_dir, settings)
     print(f"wrote {path}")

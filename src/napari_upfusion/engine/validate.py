@@ -442,6 +442,8 @@ def check_output(
     """
     from .io.formats import output_format  # deferred: the registry of formats sits above this module's imports
 
+    if not os.fspath(path).strip():
+        raise InputError("The output path is empty; give a file name with an image extension, for example fused.nii.gz.")
     path = Path(path).expanduser()
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise InputError(os_error_sentence(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)), path.name))

@@ -48,6 +48,8 @@ CACHE_ENV = "UPFUSION_CACHE_DIR"
 _BLOCK = 1 << 22  # bytes hashed at a time
 #: The longest file name (in bytes) that common file systems (ext4, XFS, APFS, NTFS in UTF-16 units) allow.
 NAME_MAX = 255
+#: The longest path (in bytes, with its terminating NUL) that Linux takes in one system call.
+PATH_MAX = 4096
 #: Bytes of a target's name kept in the name of its temporary file or staging folder (room for the rest).
 _PARTIAL_NAME_BYTES = 200
 
@@ -80,6 +82,12 @@ def os_error_sentence(error: OSError, path: str | os.PathLike[str] | None = None
     folder = short_path(os.path.dirname(os.fspath(path if path is not None else error.filename or "")) or ".")
     code = error.errno
     if code == errno.ENAMETOOLONG:
+        full = os.fsencode(os.path.abspath(path if path is not None else error.filename or ""))
+        if len(full) >= PATH_MAX:
+            return (
+                f"The path {where} is {len(full):,} bytes long, more than the {PATH_MAX - 1:,} a path may have on this "
+                "system; choose a shorter path."
+            )
         return (
             f"The name {where} is too long for the file system (a file name may have at most {NAME_MAX} bytes); "
             "choose a shorter name."
