@@ -229,6 +229,14 @@ def test_fields_of_view_that_do_not_overlap_are_refused_and_partial_ones_warned(
         assert not said
 
 
+def test_a_sliver_of_overlap_is_not_called_zero_percent():
+    """b touching a by 0.3% of a's extent used to be said to cover "only 0%" of a."""
+    a = _volume()
+    b = _volume(origin=(0.0, 0.0, 0.997 * a.shape[2] * a.spacing[2]))
+    with pytest.warns(InputWarning, match=r"^Input b covers less than 1% of input a's field of view; outside it"):
+        FusionEngine("average").fuse(a, b)
+
+
 def test_a_2d_file_with_a_3d_volume_is_refused(tmp_path, capsys):
     a, b = pair(tmp_path)
     flat = nifti(tmp_path / "flat.nii.gz", (RNG.random((40, 36)) * 5).astype(np.float32))

@@ -297,7 +297,8 @@ def check_overlap(a: ImageData, b: ImageData) -> None:
         )
     if fraction < PARTIAL_OVERLAP:
         warnings.warn(
-            f"Input b covers only {fraction:.0%} of input a's field of view; outside it the fused image shows a alone.",
+            f"Input b covers {f'only {fraction:.0%}' if fraction >= 0.005 else 'less than 1%'} of input a's field of "
+            "view; outside it the fused image shows a alone.",
             InputWarning,
             stacklevel=3,
         )
