@@ -69,6 +69,8 @@ def test_small_keeps_its_pair_prompts():
     a = np.random.default_rng(0).random((32, 32), dtype=np.float32)
     info = engine.fuse(a, a[::-1].copy(), modalities=("MRI", "SPECT")).info
     assert info["prompt"] == DEFAULT_PROMPTS["MRI-SPECT"] and info["prompt_trained"] is True
+    for blank in ("", "   ", "\n\t"):  # an empty prompt box means the default, whatever whitespace it holds
+        assert engine.fuse(a, a[::-1].copy(), modalities=("MRI", "SPECT"), prompt=blank).info["prompt"] == info["prompt"]
     assert info["prompt_code"] == {"encoder": "prompt-table", "device": None, "dtype": None}
     classical = FusionEngine("average", device="cpu").fuse(a, a[::-1].copy()).info
     assert classical["prompt"] is None and classical["prompt_trained"] is None and classical["prompt_code"] is None

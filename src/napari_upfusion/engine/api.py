@@ -197,8 +197,9 @@ class FusionEngine:
         return default_prompt(*modalities, text_encoder=getattr(config, "text_encoder", "prompt-table"))
 
     def text(self, modalities: tuple[str, str], prompt: str | None) -> tuple[str, torch.Tensor | None]:
-        """The prompt actually used (:meth:`default_prompt` when ``prompt`` is empty, whitespace tidied) and its code."""
-        prompt = " ".join((prompt or self.default_prompt(modalities)).split())
+        """The prompt actually used (:meth:`default_prompt` when ``prompt`` is empty or blank, whitespace tidied) and its
+        code."""
+        prompt = " ".join((prompt or "").split()) or " ".join(self.default_prompt(modalities).split())
         return prompt, self.prompt_code(prompt)
 
     def slice_runner(self) -> SliceRunner:
