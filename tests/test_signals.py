@@ -159,3 +159,18 @@ def test_an_interrupt_that_ended_code_run_from_source_text_still_exits_130(tmp_p
                           check=False)  # fmt: skip
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "upfusion: interrupted; no file was left half-written.", done.stderr
+
+
+def test_output_into_a_pipe_whose_reader_has_gone_stops_quietly():
+    """``upfusion info | head -1``: the reader may go before everything is written.  That used to be called "The
+    operating system refused to use the file (Broken pipe); check the path…", exit 2.  Made certain here: the
+    reading end is closed before the command starts.  Exit 141 (128 + SIGPIPE, as a shell reports for
+    ``yes | head``), nothing on stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "napari_upfusion.cli", "info"], stdout=write, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": SRC}, text=True, timeout=120, check=False)  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 128 + signal.SIGPIPE and done.stderr == "", (done.returncode, done.stderr)

@@ -19,7 +19,13 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import Terminated, UPFusionError
-from .signals import command_policy, environment_sentence, exit_status, forget_handled_interrupt
+from .signals import (
+    closed_output_status,
+    command_policy,
+    environment_sentence,
+    exit_status,
+    forget_handled_interrupt,
+)
 
 COMMANDS = ["demo", "info", "fuse", "batch", "evaluate", "bench", "train", "make_data", "download"]
 
@@ -50,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with command_policy():
         try:
             args = build_parser().parse_args(argv)
-            return int(args._run(args) or 0)
+            status = int(args._run(args) or 0)
+            sys.stdout.flush()  # a reader that has gone (`| head`) is noticed here, under the policy below
+            return status
         except UPFusionError as error:
             print(f"upfusion: error: {error}", file=sys.stderr)
             return 2
@@ -61,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             forget_handled_interrupt()
             return exit_status(stop)
         except (MemoryError, ImportError, OSError) as error:
+            closed = closed_output_status(error)
+            if closed is not None:  # the reader of our output (`| head`) has gone: stop quietly, as `yes | head` does
+                return closed
             print(f"upfusion: error: {environment_sentence(error)}", file=sys.stderr)
             return 2
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -37,7 +38,7 @@ from collections.abc import Iterator
 from ..errors import InputWarning, PrecisionWarning, Terminated
 from ..utils.files import os_error_sentence
 
-__all__ = ["command_policy", "environment_sentence", "exit_status", "forget_handled_interrupt"]
+__all__ = ["closed_output_status", "command_policy", "environment_sentence", "exit_status", "forget_handled_interrupt"]
 
 _OURS = (InputWarning, PrecisionWarning)
 #: Loggers of the libraries that read files, quietened below ERROR while a command runs.
@@ -58,6 +59,28 @@ def forget_handled_interrupt() -> None:
     status -2 instead of 130).  Running any source text to its end clears that memory.
     """
     exec("")  # noqa: S102 - empty source: its only effect is to clear the interpreter's flag
+
+
+def closed_output_status(error: BaseException) -> int | None:
+    """141 (128 + SIGPIPE, what a shell reports for ``yes | head``) when ``error`` is a broken pipe on standard
+    output, whose reader (``head``, ``less``) has gone: nothing is said, and standard output is pointed at
+    ``/dev/null`` so that the interpreter's last flush does not complain either.  ``None`` for any other error,
+    including a broken pipe elsewhere."""
+    if not isinstance(error, BrokenPipeError):
+        return None
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real standard output, or no poll on this system
+        return None
+    if not gone:
+        return None
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    return 128 + signal.SIGPIPE
 
 
 def _show(message, category, filename, lineno, file=None, line=None, *, previous=warnings.showwarning) -> None:
