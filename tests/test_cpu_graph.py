@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -91,6 +92,28 @@ def test_a_failed_export_falls_back_to_eager_with_one_log_line(tiny_model, tmp_p
     assert len(lines) == 1 and "eager" in lines[0].getMessage()
     assert graph.failed is not None and graph.exports == 0
     assert torch.equal(out, eager) and torch.equal(again, eager)
+
+
+def test_stream_threads_that_fail_together_log_one_line(tiny_model, tmp_path, caplog):
+    """The small model runs on two CPU stream threads: both used to say that the ONNX path was unavailable."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    graph = GraphFuser(tiny_model, blocked)
+    a, b, code = torch.rand(1, 1, 32, 40), torch.rand(1, 1, 32, 40), torch.rand(1, 512)
+    start = threading.Barrier(2)
+
+    def stream() -> None:
+        start.wait()
+        with torch.inference_mode():
+            graph(a, b, code)
+
+    with caplog.at_level(logging.WARNING, logger="napari_upfusion.engine.cpu_graph"):
+        threads = [threading.Thread(target=stream) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len([r for r in caplog.records if r.name == "napari_upfusion.engine.cpu_graph"]) == 1
 
 
 def test_the_option_selects_the_path():

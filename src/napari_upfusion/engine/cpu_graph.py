@@ -192,8 +192,10 @@ class GraphFuser(nn.Module):
                 text = f"{type(error).__name__}: {error}".splitlines()[0][:300]
                 if isinstance(error, MemoryError) or "bad_alloc" in text or "Failed to allocate" in text:
                     raise RuntimeError(f"ONNX Runtime ran out of memory ({text}): can't allocate memory") from None
-                self.failed = text
-                log.warning("ONNX Runtime CPU path unavailable (%s); running the eager PyTorch network.", text)
+                with self._lock:  # CPU stream threads may fail together: the first says it, once
+                    first, self.failed = self.failed is None, self.failed or text
+                if first:
+                    log.warning("ONNX Runtime CPU path unavailable (%s); running the eager PyTorch network.", text)
         return self.model(a, b, text_code)
 
     def clear(self) -> None:
