@@ -27,12 +27,16 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 class _Upfusion:
     """``python -m napari_upfusion.cli ARGS`` with its stderr collected as it comes."""
 
-    def __init__(self, args: list[str], cwd: Path, limit: int | None = None) -> None:
+    def __init__(self, args: list[str], cwd: Path, limit: int | None = None, hangup=signal.SIG_DFL) -> None:
         env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
-        preexec = (lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))) if limit else None
+
+        def preexec() -> None:  # SIGHUP as a terminal session gives it (or as nohup does), whatever the runner's is
+            signal.signal(signal.SIGHUP, hangup)
+            if limit:
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "napari_upfusion.cli", *map(str, args)], cwd=cwd, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec,  # noqa: PLW1509 - sets only a limit
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec,  # noqa: PLW1509 - sets a signal disposition and a limit only
         )  # fmt: skip
         self.err = bytearray()
         self.started = time.monotonic()
@@ -71,7 +75,7 @@ def _check(code: int, err: str, expected: int, out: Path, inputs: dict[str, str]
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     assert code == expected, err
     assert "Traceback" not in err and "terminate called" not in err, err
-    word = "terminated" if expected == 143 else "interrupted"
+    word = "terminated" if expected in (143, 129) else "interrupted"
     assert lines[-1].startswith(f"upfusion: {word}; "), lines[-1]
     assert not [p for p in out.iterdir() if "partial" in p.name or p.name.startswith("f.")], list(out.iterdir())
     assert {k: v for k, v in snapshot(out.parent / "in").items()} == inputs
@@ -105,8 +109,9 @@ def test_ctrl_c_while_starting(setup, delay):
     _check(*run.finish(), 130, out, inputs)
 
 
-@pytest.mark.parametrize("number, expected", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("number, expected", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
 def test_a_signal_while_the_output_is_written_leaves_no_partial_folder(setup, number, expected):
+    """SIGHUP: the terminal or SSH session went away (it used to kill the process and leave the hidden staging file)."""
     root, out, inputs = setup
     run = _Upfusion(["fuse", "in/big_a.nii.gz", "in/big_b.nii.gz", "-o", out / "f.nii.gz", "--model", "average", "-q"],
                     root)  # fmt: skip
@@ -174,3 +179,16 @@ def test_output_into_a_pipe_whose_reader_has_gone_stops_quietly():
     finally:
         os.close(write)
     assert done.returncode == 128 + signal.SIGPIPE and done.stderr == "", (done.returncode, done.stderr)
+
+
+def test_nohup_keeps_a_hangup_ignored(setup):
+    """``nohup upfusion …``: the hang-up that nohup ignores must not stop the command."""
+    root, out, inputs = setup
+    run = _Upfusion(["fuse", "in/big_a.nii.gz", "in/big_b.nii.gz", "-o", out / "f.nii.gz", "--model", "average", "-q"],
+                    root, hangup=signal.SIG_IGN)  # fmt: skip
+    run.wait_for(lambda: any(p.name.endswith(".partial") for p in out.iterdir()))
+    run.process.send_signal(signal.SIGHUP)
+    code, err = run.finish()
+    assert code == 0 and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == ["f.nii.gz"]
+    assert snapshot(root / "in") == inputs

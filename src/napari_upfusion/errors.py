@@ -58,12 +58,18 @@ class ResultError(UPFusionError):
 
 
 class Terminated(KeyboardInterrupt):
-    """The process was asked to stop (SIGTERM): unwinds like Ctrl-C, so that every clean-up runs.
+    """The process was asked to stop (SIGTERM, or SIGHUP when its terminal went away): unwinds like Ctrl-C, so that
+    every clean-up runs.
 
     A subclass of :class:`KeyboardInterrupt` so that whatever cleans up after Ctrl-C (staging
     folders, a batch report marked interrupted, worker threads joined) does the same here; the
-    command line exits with 143 for it and 130 for Ctrl-C.
+    command line exits with 128 + :attr:`signal` for it (143 for SIGTERM, 129 for SIGHUP) and 130 for Ctrl-C.
     """
+
+    def __init__(self, signal: int = 15) -> None:
+        super().__init__(signal)
+        #: The number of the signal that asked (15 is SIGTERM).
+        self.signal = signal
 
 
 class InputWarning(UserWarning):

@@ -7,13 +7,15 @@ engine flags above all) is in :mod:`.options`.  Errors meant for people
 (:class:`~napari_upfusion.errors.UPFusionError`) are printed as one sentence
 with exit status 2, and so are failures of the environment (out of memory, a
 library that cannot be loaded under a low ``ulimit -v``, an operating-system
-error); Ctrl-C exits with 130 and SIGTERM with 143 after every clean-up has run
-(:mod:`.signals`, the one policy for signals).  Nothing else is caught.
+error); Ctrl-C exits with 130, SIGTERM with 143 and SIGHUP with 129 after every
+clean-up has run (:mod:`.signals`, the one policy for signals); output into a pipe whose
+reader has gone ends quietly with 141.  Nothing else is caught.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as stop:
             what = "terminated" if isinstance(stop, Terminated) else "interrupted"
             note = getattr(args, "_interrupted", INTERRUPTED).format(**vars(args or argparse.Namespace()))
-            print(f"upfusion: {what}; {note}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone: the exit status still says it
+                print(f"upfusion: {what}; {note}", file=sys.stderr)
             forget_handled_interrupt()
             return exit_status(stop)
         except (MemoryError, ImportError, OSError) as error:

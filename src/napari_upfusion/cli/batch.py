@@ -7,8 +7,8 @@ No logic here beyond printing: see :mod:`napari_upfusion.batch.cohort` for the
 manifest format, output names, resuming and the Dask options.  Exit status: 0
 when no pair failed, 1 when some did (their reasons are in the summary and
 the JSON report), 2 for a problem that stops the batch (bad manifest, model, a
-full disk), 130 when interrupted with Ctrl-C and 143 with SIGTERM (run the same
-command again to resume).
+full disk), 130 when interrupted with Ctrl-C, 143 with SIGTERM and 129 when the
+terminal hangs up (run the same command again to resume; ``nohup`` keeps a batch going).
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
 While a command runs (:func:`command_policy`):
 
-* Ctrl-C (SIGINT) raises :class:`KeyboardInterrupt` and SIGTERM raises
-  :class:`~napari_upfusion.errors.Terminated` (a ``KeyboardInterrupt``) in the main
-  thread, so every clean-up runs as the exception unwinds: staging folders and
-  temporary files are removed, CPU stream threads are stopped and joined
-  (:class:`~napari_upfusion.engine.runner.SliceRunner`), a batch report is marked
-  ``interrupted``.  A second signal while that clean-up runs is ignored, so that it
-  finishes; a third ends the process at once.  :func:`exit_status` gives 130 for
-  Ctrl-C and 143 for SIGTERM.
+* Ctrl-C (SIGINT) raises :class:`KeyboardInterrupt`, and SIGTERM and SIGHUP (the terminal
+  or SSH session went away) raise :class:`~napari_upfusion.errors.Terminated` (a
+  ``KeyboardInterrupt``) in the main thread, so every clean-up runs as the exception
+  unwinds: staging folders and temporary files are removed, CPU stream threads are
+  stopped and joined (:class:`~napari_upfusion.engine.runner.SliceRunner`), a batch
+  report is marked ``interrupted``.  A second signal while that clean-up runs is
+  ignored, so that it finishes; a third ends the process at once.  A SIGHUP that the
+  process was started ignoring (``nohup upfusion batch …``) stays ignored.
+  :func:`exit_status` gives 130 for Ctrl-C, 143 for SIGTERM and 129 for SIGHUP.
 * The package's own warnings (:class:`~napari_upfusion.errors.InputWarning`,
   :class:`~napari_upfusion.errors.PrecisionWarning`) are printed as
   ``upfusion: warning: <sentence>``; the readers' own log lines (nibabel's "pixdim
@@ -46,8 +47,8 @@ _READERS = ("nibabel", "tifffile", "PIL")
 
 
 def exit_status(stop: KeyboardInterrupt) -> int:
-    """128 + the signal's number: 143 for SIGTERM (:class:`Terminated`), 130 for Ctrl-C."""
-    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+    """128 + the signal's number: 143 for SIGTERM and 129 for SIGHUP (:class:`Terminated`), 130 for Ctrl-C."""
+    return 128 + (stop.signal if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 def forget_handled_interrupt() -> None:
@@ -116,11 +117,15 @@ def _signals_as_exceptions() -> Iterator[None]:
     def handler(signum: int, frame) -> None:
         received.append(signum)
         if len(received) == 1:
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
         if len(received) >= 3:  # pragma: no cover - the user insists: stop now
             os._exit(128 + signum)
 
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    numbers = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
+        numbers.append(hangup)
+    previous = {number: signal.signal(number, handler) for number in numbers}
     try:
         yield
     finally:
