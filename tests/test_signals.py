@@ -27,7 +27,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 class _Upfusion:
     """``python -m napari_upfusion.cli ARGS`` with its stderr collected as it comes."""
 
-    def __init__(self, args: list[str], cwd: Path, limit: int | None = None, hangup=signal.SIG_DFL) -> None:
+    def __init__(self, args: list[str], cwd: Path, limit: int | None = None, hangup=signal.SIG_DFL,
+                 group: bool = False) -> None:  # fmt: skip
         env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
 
         def preexec() -> None:  # SIGHUP as a terminal session gives it (or as nohup does), whatever the runner's is
@@ -36,7 +37,7 @@ class _Upfusion:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "napari_upfusion.cli", *map(str, args)], cwd=cwd, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec,  # noqa: PLW1509 - sets a signal disposition and a limit only
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=group,  # noqa: PLW1509 - sets a signal disposition and a limit only
         )  # fmt: skip
         self.err = bytearray()
         self.started = time.monotonic()
@@ -191,4 +192,26 @@ def test_nohup_keeps_a_hangup_ignored(setup):
     code, err = run.finish()
     assert code == 0 and "Traceback" not in err, err
     assert [p.name for p in out.iterdir()] == ["f.nii.gz"]
+    assert snapshot(root / "in") == inputs
+
+
+@pytest.mark.parametrize("number, expected", [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_a_terminal_signal_to_a_batch_on_local_workers(setup, number, expected):
+    """Ctrl-C at a terminal, or a hang-up, reaches every process of the group, the Dask worker processes too: each
+    worker used to print a KeyboardInterrupt traceback, and on a hang-up the workers died with their outputs
+    half-written (hidden ``.partial`` files left) and multiprocessing's resource tracker with them (a KeyError
+    traceback per shared-memory name)."""
+    root, out, inputs = setup
+    manifest = root / "cohort.csv"
+    rows = "".join(f"in/big_a.nii.gz,in/big_b.nii.gz,MRI,CT,p{i}\n" for i in range(6))
+    manifest.write_text("a,b,modality_a,modality_b,id\n" + rows)
+    run = _Upfusion(["batch", manifest, "--out", out, "--model", "average", "--local-workers", "2", "-q"], root,
+                    group=True)  # fmt: skip
+    run.wait_for(lambda: any(p.name.endswith(".partial") for p in out.iterdir()))
+    os.killpg(run.process.pid, number)
+    code, err = run.finish()
+    assert code == expected and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"upfusion: {'interrupted' if expected == 130 else 'terminated'}; ")
+    assert not [p for p in out.iterdir() if "partial" in p.name], list(out.iterdir())
+    assert json.loads((out / "upfusion_batch_report.json").read_text())["state"] == "interrupted"
     assert snapshot(root / "in") == inputs

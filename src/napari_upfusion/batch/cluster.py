@@ -9,14 +9,51 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..errors import InputError, UPFusionError
 
 __all__ = ["DaskPool"]
 
 T = TypeVar("T")
+
+
+class _TerminalSignalsToTheBatch(WorkerPlugin):
+    """A Dask worker plugin: a worker process ignores Ctrl-C and hang-ups.
+
+    A Ctrl-C at the terminal, or a hang-up, goes to every process of the terminal's group: each local worker
+    printed its own ``KeyboardInterrupt`` traceback, and on a hang-up died with its output half-written.  The
+    batch process alone takes them now: it closes the cluster and removes what the workers left.  (Plugins set up
+    in the worker's event loop, which runs in the worker process's main thread, where signals are handled.)
+    """
+
+    name = "napari-upfusion-terminal-signals"
+
+    def setup(self, worker: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
+                if number is not None:
+                    signal.signal(number, signal.SIG_IGN)
+
+
+def _start_resource_tracker_deaf_to_hangups() -> None:
+    """Start multiprocessing's resource tracker (which the local cluster's worker processes use) from this thread
+    with SIGHUP blocked, so that the tracker keeps it blocked: it ignores Ctrl-C and SIGTERM by itself, but a
+    hang-up killed it, and its replacement printed a ``KeyError`` traceback for every shared-memory name."""
+    from multiprocessing import resource_tracker
+
+    if not hasattr(signal, "SIGHUP") or not hasattr(signal, "pthread_sigmask"):
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 class DaskPool:
@@ -43,12 +80,14 @@ class DaskPool:
         else:
             if not local_workers or local_workers < 1:
                 raise InputError(f"--local-workers must be at least 1, got {local_workers}.")
+            _start_resource_tracker_deaf_to_hangups()
             self.cluster = LocalCluster(
                 n_workers=local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=":0", scheduler_kwargs={"dashboard": False},  # no web server on a fixed port
                 silence_logs=logging.ERROR,  # not "killing a slow-to-exit worker" at the end
             )  # fmt: skip
             self.client = Client(self.cluster)
+            self.client.register_plugin(_TerminalSignalsToTheBatch())
             threads = max(1, (os.cpu_count() or 1) // local_workers)
             self.where = f"local cluster of {local_workers} worker processes"
         try:

@@ -33,8 +33,9 @@ Resuming
 A pair whose output exists is skipped (``--force`` / ``force=True`` fuses it
 again).  Outputs are written atomically (:func:`~napari_upfusion.engine.io.write_image`), so an
 output that exists is complete; a run killed mid-write leaves only a hidden
-``.<output>.<random>.partial`` folder, which the next run removes (Ctrl-C and
-SIGTERM remove it at once, and mark the report ``interrupted``).  A failed
+``.<output>.<random>.partial`` folder, which the next run removes (Ctrl-C, SIGTERM and
+SIGHUP remove it at once, and mark the report ``interrupted``; on a cluster, what its
+workers left is removed once the cluster is closed).  A failed
 pair is recorded with its reason (the one-sentence message of an
 :class:`~napari_upfusion.errors.UPFusionError`, or the exception's type and message) and the
 batch goes on.  The JSON report :data:`REPORT_NAME` in the output folder is
@@ -706,7 +707,10 @@ def run_cohort(
             report.finished = time.time()
             report.write()
             if executor is not None:
-                executor.close()
+                try:
+                    executor.close()
+                finally:  # its workers are gone: what they had half-written can go too
+                    _remove_partials(todo)
     return report
 
 
