@@ -258,6 +258,15 @@ def test_an_output_that_is_a_folder_is_named_as_such(data, capsys):
     assert ".dcm" not in err  # DICOM is read only: the list names what can be written
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_output_path_is_refused_by_the_library(tmp_path, monkeypatch, blank):
+    """``write_image(x, "")``: ``Path("")`` is the current folder, which used to be called "a folder"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"^The output path is empty; give a file name with an image extension"):
+        write_image(ImageData(RNG.random((16, 16)).astype(np.float32)), blank)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_read_only_mount_gets_one_sentence(data, capsys):
     source = data / "ro_source"
     source.mkdir()

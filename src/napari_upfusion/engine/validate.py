@@ -71,6 +71,7 @@ __all__ = [
     "covered_fraction",
     "free_host_bytes",
     "nonfinite_error",
+    "output_path",
     "path_kind",
     "slice_axis",
 ]
@@ -418,6 +419,14 @@ def check_distinct_files(
         )
 
 
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path`` with ``~`` expanded; an empty or blank one is refused (``Path("")`` would quietly mean
+    the current folder)."""
+    if not os.fspath(path).strip():
+        raise InputError("The output path is empty; give a file name with an image extension, for example fused.nii.gz.")
+    return Path(path).expanduser()
+
+
 def check_output(
     path: str | os.PathLike[str],
     *,
@@ -443,9 +452,7 @@ def check_output(
     """
     from .io.formats import output_format  # deferred: the registry of formats sits above this module's imports
 
-    if not os.fspath(path).strip():
-        raise InputError("The output path is empty; give a file name with an image extension, for example fused.nii.gz.")
-    path = Path(path).expanduser()
+    path = output_path(path)
     if len(os.fsencode(path.name)) > NAME_MAX:
         raise InputError(os_error_sentence(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)), path.name))
     fmt = output_format(path, format) if format is not None else None

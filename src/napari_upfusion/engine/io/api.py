@@ -48,7 +48,7 @@ import numpy as np
 from ...errors import InputError
 from ...utils.files import os_error_sentence, short_path
 from ..image import ImageData, is_lazy_array
-from ..validate import check_output, check_read_size, path_kind
+from ..validate import check_output, check_read_size, output_path, path_kind
 from .dicom import read_dicom_series
 from .formats import FORMATS, SUPPORTED_EXTENSIONS, Format, extension, format_of, is_dicom_file, output_format
 from .header import ImageHeader
@@ -202,7 +202,7 @@ def write_image(
         every case nothing is left behind (an interrupted write leaves only a
         ``.<name>.<random>.partial`` folder).
     """
-    path = Path(path).expanduser().absolute()
+    path = output_path(path).absolute()
     lazy = is_lazy_array(image.array)
     if lazy and format is None and path.name.lower().endswith(".zarr"):
         writer = write_zarr
