@@ -7,6 +7,7 @@ gets), so a model problem is raised here once, before any pair runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -39,6 +40,13 @@ class _TerminalSignalsToTheBatch(WorkerPlugin):
             for number in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
                 if number is not None:
                     signal.signal(number, signal.SIG_IGN)
+
+
+def _quiet_while_closing() -> None:
+    """Runs on each local worker as the batch closes its cluster: the scheduler may close before a worker's next
+    heartbeat reaches it, and that worker then logged "Failed to communicate with scheduler during heartbeat" with
+    a traceback, under the batch's own last sentence.  The workers are going away, so their logs go quiet."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _start_resource_tracker_deaf_to_hangups() -> None:
@@ -117,6 +125,10 @@ class DaskPool:
                 future.release()
 
     def close(self) -> None:
+        """Close the client, and the local cluster if this pool started one (its workers are quietened first)."""
+        if self.client is not None and self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.client.run(_quiet_while_closing, on_error="ignore")
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
