@@ -22,6 +22,7 @@ from ..errors import InputError, UPFusionError
 __all__ = ["DaskPool"]
 
 T = TypeVar("T")
+_QUIETEN_TIMEOUT_S = 5.0
 
 
 class _TerminalSignalsToTheBatch(WorkerPlugin):
@@ -124,11 +125,18 @@ class DaskPool:
             finally:
                 future.release()
 
+    def _quieten_workers(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.run(_quiet_while_closing, on_error="ignore")
+
     def close(self) -> None:
         """Close the client, and the local cluster if this pool started one (its workers are quietened first)."""
         if self.client is not None and self.cluster is not None:
-            with contextlib.suppress(Exception):
-                self.client.run(_quiet_while_closing, on_error="ignore")
+            # in a thread, waited for 5 s at most: a worker stuck in a call that holds the GIL must not hold up
+            # the close (a Ctrl-C has to end the batch whatever the workers are doing)
+            quieten = threading.Thread(target=self._quieten_workers, daemon=True)
+            quieten.start()
+            quieten.join(_QUIETEN_TIMEOUT_S)
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
